@@ -1,0 +1,17 @@
+"""`pointcalip render` (not yet implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pointcalip.errors import PointcalipError
+
+HELP = "render (not yet implemented)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise PointcalipError("'pointcalip render' is not implemented yet")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
+
+from pointcalip.atomic import atomic_open
 
 
 def default_cache_dir() -> Path:
@@ -54,14 +55,7 @@ class ComponentCache:
 
     def save(self, key: str, arrays: Mapping[str, np.ndarray], meta: Optional[Mapping[str, Any]] = None) -> Path:
         """Store ``arrays`` (and a JSON ``meta`` string) atomically; returns the path."""
-        self.root.mkdir(parents=True, exist_ok=True)
         extra = {"meta": np.array(json.dumps(meta or {}, default=str))}
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays, **extra)
-            os.replace(tmp, self.path(key))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_open(self.path(key)) as f:
+            np.savez(f, **arrays, **extra)
         return self.path(key)

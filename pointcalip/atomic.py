@@ -1,0 +1,27 @@
+"""Write files atomically: into a temp file beside the target, then ``os.replace``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator, Union
+
+
+@contextlib.contextmanager
+def atomic_open(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file for writing; on success it replaces ``path``, on error it is removed.
+
+    Nothing half-written is ever visible at ``path``.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,125 @@
+"""Depth maps as pictures: one PNG per view, a labelled contact sheet, the raw maps.
+
+Symbols: ``V`` views, ``H x W`` depth-map size.
+
+The maps are exactly what the CLIP encoder sees (SPEC §2, before resizing), shown with a
+black background and **nearer = brighter**: on the non-empty pixels of a view,
+``value = 0.2 + 0.8 * (zmax - z) / (zmax - zmin)`` so the farthest point is still visible.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Sequence, Tuple, Union
+
+import numpy as np
+
+from pointcalip.atomic import atomic_open
+
+__all__ = ["RenderOutput", "contact_sheet", "render_cloud", "render_file", "shade_depth", "view_labels"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+MIN_BRIGHTNESS = 0.2
+_LABEL_HEIGHT = 16
+_PAD = 4
+_SHEET_BACKGROUND = 48
+
+
+@dataclass(frozen=True)
+class RenderOutput:
+    """What :func:`render_cloud` wrote: the ``V`` view PNGs, the contact sheet, ``depth.npy``."""
+
+    views: Tuple[Path, ...]
+    sheet: Path
+    depth: Path
+    shape: Tuple[int, int, int]
+
+
+def shade_depth(depth: np.ndarray) -> np.ndarray:
+    """Grey levels of depth maps: ``(..., H, W)`` float -> ``uint8 (..., H, W)``.
+
+    Empty pixels (depth 0) are 0 (black); per map, the nearest point is 255 and the
+    farthest ``round(255 * MIN_BRIGHTNESS)``; a map with one depth value is all 255.
+    """
+    d = np.asarray(depth, dtype=np.float64)
+    flat = d.reshape(-1, d.shape[-2] * d.shape[-1])
+    out = np.zeros(flat.shape, dtype=np.uint8)
+    for row, dst in zip(flat, out):
+        filled = row > 0
+        if not filled.any():
+            continue
+        z = row[filled]
+        span = z.max() - z.min()
+        rel = (z.max() - z) / span if span > 0 else np.ones_like(z)
+        dst[filled] = np.round(255.0 * (MIN_BRIGHTNESS + (1.0 - MIN_BRIGHTNESS) * rel)).astype(np.uint8)
+    return out.reshape(d.shape)
+
+
+def view_labels(views: Sequence[Tuple[float, float, float]]) -> List[str]:
+    """``"view 0 (0, 0, 90)"``: index and Euler angles ``(ax, ay, az)`` in degrees of each view."""
+    def deg(a: float) -> str:
+        return f"{math.degrees(a):g}"
+
+    return [f"view {i} ({deg(ax)}, {deg(ay)}, {deg(az)})" for i, (ax, ay, az) in enumerate(views)]
+
+
+def _grid(v: int) -> Tuple[int, int]:
+    """``(rows, cols)`` of a near-square grid for ``v`` tiles (6 -> 2 x 3, 10 -> 3 x 4)."""
+    rows = max(1, int(math.floor(math.sqrt(v))))
+    return rows, -(-v // rows)
+
+
+def contact_sheet(images: np.ndarray, labels: Sequence[str]):
+    """A PIL image of ``uint8 (V, H, W)`` grey views in a grid, each with its label above it."""
+    from PIL import Image, ImageDraw
+
+    v, h, w = images.shape
+    rows, cols = _grid(v)
+    cell_w, cell_h = w + 2 * _PAD, h + _LABEL_HEIGHT + 2 * _PAD
+    sheet = Image.new("L", (cols * cell_w, rows * cell_h), color=_SHEET_BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for k in range(v):
+        x0, y0 = (k % cols) * cell_w + _PAD, (k // cols) * cell_h + _PAD
+        draw.text((x0, y0 + 2), labels[k], fill=255)
+        sheet.paste(Image.fromarray(images[k], mode="L"), (x0, y0 + _LABEL_HEIGHT))
+    return sheet
+
+
+def _save_png(image, path: Path) -> Path:
+    with atomic_open(path, "wb") as f:
+        image.save(f, format="PNG")
+    return path
+
+
+def render_cloud(points: np.ndarray, out_dir: PathLike, projection) -> RenderOutput:
+    """Project one prepared cloud ``(N, 3)`` and write its pictures into ``out_dir``.
+
+    Writes ``view_00.png`` ... (one per view, ``H x W`` grey), ``views.png`` (contact sheet)
+    and ``depth.npy`` (``float32 (V, H, W)``, the raw maps).
+    """
+    from PIL import Image
+
+    from pointcalip.api import render_depth
+
+    out = Path(out_dir)
+    depth = render_depth([points], projection)[0]  # (V, H, W)
+    grey = shade_depth(depth)
+    views = tuple(_save_png(Image.fromarray(g, mode="L"), out / f"view_{k:02d}.png") for k, g in enumerate(grey))
+    sheet = _save_png(contact_sheet(grey, view_labels(projection.views)), out / "views.png")
+    depth_path = out / "depth.npy"
+    with atomic_open(depth_path, "wb") as f:
+        np.save(f, depth.astype(np.float32))
+    return RenderOutput(views, sheet, depth_path, tuple(depth.shape))
+
+
+def render_file(path: PathLike, out_dir: PathLike, preset: str = "pointclip", num_points: int = 1024) -> RenderOutput:
+    """Load ``path`` (prepared as in :func:`pointcalip.api.load_cloud`) and :func:`render_cloud` it."""
+    from pointcalip.api import load_cloud
+    from pointcalip.projection import get_preset
+
+    projection = get_preset(preset)
+    points, _ = load_cloud(path, num_points)
+    return render_cloud(points, out_dir, projection)

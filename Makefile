@@ -22,6 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 eval: $(STAMP)
+	test -d data/modelnet40_ply_hdf5_2048 || $(VENV)/bin/pointcalip download modelnet40 --root data
 	$(VENV)/bin/pointcalip eval --config configs/modelnet40_zeroshot.yaml
 
 benchmark: $(STAMP)

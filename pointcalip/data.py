@@ -346,6 +346,14 @@ def _locate_modelnet40(root: PathLike, dataset: str) -> Path:
     return folder
 
 
+def _read_modelnet40(root: PathLike, split: str, num_points: int, dataset: str):
+    """``(folder, files, points [n, num_points, 3], labels [n])`` of a ModelNet40 split."""
+    folder = _locate_modelnet40(root, dataset)
+    files = _modelnet40_split_files(folder, split, dataset)
+    points, labels = _load_files(files, num_points, len(MODELNET40_CLASSES))
+    return folder, files, points, labels
+
+
 class ModelNet40(PointCloudDataset):
     """ModelNet40 (PointNet h5 release): 9,843 train / 2,468 test clouds, ``K = 40``.
 
@@ -356,9 +364,7 @@ class ModelNet40(PointCloudDataset):
 
     def __init__(self, root: PathLike = DEFAULT_ROOT, split: str = "test", num_points: int = DEFAULT_NUM_POINTS) -> None:
         split, num_points = _norm_split(split), _check_num_points(num_points)
-        folder = _locate_modelnet40(root, "ModelNet40")
-        files = _modelnet40_split_files(folder, split, "ModelNet40")
-        points, labels = _load_files(files, num_points, len(MODELNET40_CLASSES))
+        folder, files, points, labels = _read_modelnet40(root, split, num_points, "ModelNet40")
         super().__init__(points, labels, MODELNET40_CLASSES, split, num_points, files)
         self.root = folder
 
@@ -373,9 +379,7 @@ class ModelNet10(PointCloudDataset):
 
     def __init__(self, root: PathLike = DEFAULT_ROOT, split: str = "test", num_points: int = DEFAULT_NUM_POINTS) -> None:
         split, num_points = _norm_split(split), _check_num_points(num_points)
-        folder = _locate_modelnet40(root, "ModelNet10")
-        files = _modelnet40_split_files(folder, split, "ModelNet10")
-        points, labels40 = _load_files(files, num_points, len(MODELNET40_CLASSES))
+        folder, files, points, labels40 = _read_modelnet40(root, split, num_points, "ModelNet10")
         remap = np.full(len(MODELNET40_CLASSES), -1, dtype=np.int64)
         remap[list(MODELNET10_SOURCE_LABELS)] = np.arange(len(MODELNET10_CLASSES))
         keep = remap[labels40] >= 0

@@ -140,7 +140,7 @@ def archive_spec(dataset: str) -> ArchiveSpec:
 # --------------------------------------------------------------------------- HTTP
 
 
-class _HTTPConnection(http.client.HTTPConnection):
+class _ReadTimeoutMixin:
     """Connects within ``timeout`` seconds, then allows ``read_timeout`` between bytes."""
 
     def __init__(self, *args, read_timeout: float = READ_TIMEOUT, **kwargs) -> None:
@@ -152,16 +152,12 @@ class _HTTPConnection(http.client.HTTPConnection):
         self.sock.settimeout(self._read_timeout)
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS variant of :class:`_HTTPConnection`."""
+class _HTTPConnection(_ReadTimeoutMixin, http.client.HTTPConnection):
+    """HTTP connection with separate connect and read timeouts."""
 
-    def __init__(self, *args, read_timeout: float = READ_TIMEOUT, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._read_timeout = read_timeout
 
-    def connect(self) -> None:
-        super().connect()
-        self.sock.settimeout(self._read_timeout)
+class _HTTPSConnection(_ReadTimeoutMixin, http.client.HTTPSConnection):
+    """HTTPS connection with separate connect and read timeouts."""
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -82,11 +83,24 @@ def _weights_cache_hint() -> str:
 
 
 def _reachable(host: str, port: int = 443, timeout: float = _PROBE_TIMEOUT_S) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds.
+
+    Name resolution is not covered by socket timeouts, so the probe runs in a daemon
+    thread and counts as unreachable when it has not answered in time.
+    """
+    result: List[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    return bool(result and result[0])
 
 
 def _cached_weights(cfg: dict, cache_dir: Optional[str]) -> Optional[str]:

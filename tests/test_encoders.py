@@ -100,3 +100,12 @@ def test_reachability_probe_times_out_quickly() -> None:
     t0 = time.monotonic()
     assert enc._reachable("127.0.0.1", port=9, timeout=2.0) is False  # discard port: refused
     assert time.monotonic() - t0 < 5
+
+
+def test_reachability_probe_gives_up_on_a_hanging_resolver(monkeypatch) -> None:
+    import pointcalip.encoders as enc
+
+    monkeypatch.setattr(enc.socket, "create_connection", lambda *a, **k: time.sleep(30))
+    t0 = time.monotonic()
+    assert enc._reachable("example.invalid", timeout=0.5) is False
+    assert time.monotonic() - t0 < 3

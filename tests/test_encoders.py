@@ -105,7 +105,11 @@ def test_reachability_probe_times_out_quickly() -> None:
 def test_reachability_probe_gives_up_on_a_hanging_resolver(monkeypatch) -> None:
     import pointcalip.encoders as enc
 
-    monkeypatch.setattr(enc.socket, "create_connection", lambda *a, **k: time.sleep(30))
+    def hang(*args, **kwargs):
+        time.sleep(30)
+        raise OSError("resolver gave up")
+
+    monkeypatch.setattr(enc.socket, "create_connection", hang)
     t0 = time.monotonic()
     assert enc._reachable("example.invalid", timeout=0.5) is False
     assert time.monotonic() - t0 < 3

@@ -53,7 +53,7 @@ def logits_from_components(
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy of ``logits: (B, K)`` against ``labels: (B,)``."""
-    return float((logits.argmax(dim=-1) == labels.to(logits.device)).float().mean().item())
+    return float((logits.argmax(dim=-1) == labels.to(logits.device)).double().mean().item())
 
 
 def _pick(acc: torch.Tensor, default_index: Optional[int]) -> int:

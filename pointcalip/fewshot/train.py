@@ -310,7 +310,7 @@ def accuracy_on(head: FewShotHead, features: Optional[DenseFeatures], labels: to
     """Eval-mode accuracy (%) on stored features, ``None`` without features."""
     if features is None or len(labels) == 0:
         return None
-    return 100.0 * float((head_logits(head, features).argmax(-1) == labels).float().mean())
+    return 100.0 * float((head_logits(head, features).argmax(-1) == labels).double().mean())
 
 
 def make_optimizer(head: FewShotHead, cfg: FewShotConfig) -> torch.optim.SGD:

@@ -6,9 +6,9 @@ Precedence: dataclass defaults < YAML file (``configs/*.yaml``) < command-line o
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, TypeVar
 
 import yaml
 
@@ -70,9 +70,6 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-_TUPLE_FIELDS = {f.name for f in dataclasses.fields(EvalConfig) if "Tuple" in str(f.type)}
-
-
 def _choice(name: str, value: Any, valid: Tuple[str, ...]) -> None:
     if value not in valid:
         raise ConfigError(f"invalid {name} {value!r}; valid: {', '.join(valid)}")
@@ -102,15 +99,33 @@ def validate(cfg: EvalConfig) -> EvalConfig:
     return cfg
 
 
-def from_mapping(data: Mapping[str, Any], base: Optional[EvalConfig] = None, source: str = "config") -> EvalConfig:
-    """A new config: ``base`` (default: defaults) updated by ``data``; unknown keys are errors."""
-    base = base or EvalConfig()
-    names = {f.name for f in dataclasses.fields(EvalConfig)}
+C = TypeVar("C")
+
+
+def update_dataclass(base: C, data: Mapping[str, Any], source: str = "config") -> C:
+    """A copy of the frozen dataclass ``base`` with ``data`` applied; unknown keys are errors.
+
+    Lists are turned into tuples for the tuple-typed fields (YAML has no tuples).
+    """
+    fields = dataclasses.fields(base)
+    names = {f.name for f in fields}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    values = {k: (tuple(v) if k in _TUPLE_FIELDS and v is not None else v) for k, v in data.items()}
+    tuples = {f.name for f in fields if "Tuple" in str(f.type)}
+    values = {k: (tuple(v) if k in tuples and v is not None else v) for k, v in data.items()}
     return dataclasses.replace(base, **values)
+
+
+def layered(default: C, path: Optional[str], overrides: Mapping[str, Any]) -> C:
+    """``default`` < YAML at ``path`` < ``overrides`` (``None`` values are ignored)."""
+    cfg = update_dataclass(default, load_yaml(path), source=path) if path else default
+    return update_dataclass(cfg, {k: v for k, v in overrides.items() if v is not None}, source="command line")
+
+
+def from_mapping(data: Mapping[str, Any], base: Optional[EvalConfig] = None, source: str = "config") -> EvalConfig:
+    """A new config: ``base`` (default: defaults) updated by ``data``; unknown keys are errors."""
+    return update_dataclass(base or EvalConfig(), data, source)
 
 
 def load_yaml(path: str) -> Dict[str, Any]:
@@ -129,6 +144,4 @@ def load_yaml(path: str) -> Dict[str, Any]:
 
 def build_config(path: Optional[str], overrides: Mapping[str, Any]) -> EvalConfig:
     """Defaults < YAML at ``path`` < ``overrides`` (``None`` values are ignored), validated."""
-    cfg = from_mapping(load_yaml(path), source=path) if path else EvalConfig()
-    cfg = from_mapping({k: v for k, v in overrides.items() if v is not None}, base=cfg, source="command line")
-    return validate(cfg)
+    return validate(layered(EvalConfig(), path, overrides))

@@ -7,7 +7,7 @@ class text features) are split so few-shot heads can reuse the features.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+from typing import Iterator
 
 import numpy as np
 import torch

@@ -177,7 +177,7 @@ def test_falls_back_to_the_next_mirror(serve, tmp_path, payload):
     missing = good.url("/nothing-here.zip")
     get(tmp_path, spec_for(unused_port_url(), missing, good.url()))
     assert len(ModelNet40(tmp_path, "test", num_points=16)) == 40
-    assert (f"/nothing-here.zip", None, 404) in good.log
+    assert ("/nothing-here.zip", None, 404) in good.log
 
 
 # ----------------------------------------------------------------------------- verification

@@ -103,8 +103,6 @@ def test_adapter_at_init_is_well_defined(two_class) -> None:
 
 def test_gradients_reach_only_head_parameters(resnet_encoder, two_class) -> None:
     engine, _, text, labels = two_class
-    from pointcalip.data import MODELNET10_CLASSES  # noqa: F401 - import check only
-
     head = FewShotHead("both", text, resnet_encoder.logit_scale, 10)
     pts = torch.randn(2, 256, 3) * 0.5
     loss = smooth_cross_entropy(head(engine.forward_features(pts)), labels[[0, 5]])

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from pointcalip.errors import ConfigError
 
 HELP = "evaluate zero-shot (or a trained few-shot head) on a dataset split"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from pointcalip.attention import DEFAULT_ALPHA, DEFAULT_BETA2, DEFAULT_BETA3
-from pointcalip.config import DATASETS, FEW_SHOT_TEMPLATE, load_yaml
+from pointcalip.config import DATASETS, FEW_SHOT_TEMPLATE, layered, update_dataclass
 from pointcalip.errors import ConfigError
 from pointcalip.projection import PRESETS
 
@@ -87,7 +87,6 @@ class FewShotConfig:
         return {k: d[k] for k in RESUME_KEYS}
 
 
-_TUPLE_FIELDS = {f.name for f in dataclasses.fields(FewShotConfig) if "Tuple" in str(f.type)}
 
 
 def _check(cond: bool, message: str) -> None:
@@ -120,17 +119,9 @@ def validate(cfg: FewShotConfig) -> FewShotConfig:
 
 def from_mapping(data: Mapping[str, Any], base: Optional[FewShotConfig] = None, source: str = "config") -> FewShotConfig:
     """A new config: ``base`` (default: defaults) updated by ``data``; unknown keys are errors."""
-    base = base or FewShotConfig()
-    names = {f.name for f in dataclasses.fields(FewShotConfig)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    values = {k: (tuple(v) if k in _TUPLE_FIELDS and v is not None else v) for k, v in data.items()}
-    return dataclasses.replace(base, **values)
+    return update_dataclass(base or FewShotConfig(), data, source)
 
 
 def build_fewshot_config(path: Optional[str], overrides: Mapping[str, Any]) -> FewShotConfig:
     """Defaults < YAML at ``path`` < ``overrides`` (``None`` values are ignored), validated."""
-    cfg = from_mapping(load_yaml(path), source=path) if path else FewShotConfig()
-    cfg = from_mapping({k: v for k, v in overrides.items() if v is not None}, base=cfg, source="command line")
-    return validate(cfg)
+    return validate(layered(FewShotConfig(), path, overrides))

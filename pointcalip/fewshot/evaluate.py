@@ -77,12 +77,18 @@ def build_head(meta: Mapping[str, Any], text: torch.Tensor, logit_scale: float) 
                        view_ratio=float(meta["view_ratio"]))
 
 
+def head_from_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
+                    device: torch.device | str = "cpu") -> FewShotHead:
+    """The head described by ``meta`` with the saved ``tensors`` (eval mode, on ``device``)."""
+    head = build_head(meta, tensors["text"], float(tensors["logit_scale"]))
+    head.load_state_dict(tensors, strict=True)
+    return head.to(device).eval()
+
+
 def load_head(path: str, device: torch.device | str = "cpu") -> Tuple[FewShotHead, Dict[str, Any]]:
     """The head saved at ``path`` (in eval mode, on ``device``) and its meta."""
     tensors, meta = read_head_file(path)
-    head = build_head(meta, tensors["text"], float(tensors["logit_scale"]))
-    head.load_state_dict(tensors, strict=True)
-    return head.to(device).eval(), meta
+    return head_from_state(tensors, meta, device), meta
 
 
 def projection_of(meta: Mapping[str, Any]) -> ProjectionConfig:
@@ -223,7 +229,7 @@ def run_head_eval(cfg) -> Dict[str, Any]:
     encoder = load_encoder(cfg.backbone, cfg.pretrained, cfg.device)
     t_load = time.perf_counter() - t0
     check_weights(encoder, meta, cfg.head)
-    head, _ = load_head(cfg.head, encoder.device)
+    head = head_from_state(tensors, meta, encoder.device)
     engine = ZeroShotEngine(encoder, projection_of(meta), bool(meta["normalize_images"]), float(meta["alpha"]))
     t0 = time.perf_counter()
     logits, comps = predict(head, engine, dataset.points, cfg.batch_size, cfg.progress)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pointcalip.aggregation import accuracy
 from pointcalip.atomic import atomic_open
 from pointcalip.cache import ComponentCache, cache_key
 from pointcalip.encoders import CLIPEncoder, DenseFeatures
@@ -310,7 +311,7 @@ def accuracy_on(head: FewShotHead, features: Optional[DenseFeatures], labels: to
     """Eval-mode accuracy (%) on stored features, ``None`` without features."""
     if features is None or len(labels) == 0:
         return None
-    return 100.0 * float((head_logits(head, features).argmax(-1) == labels).double().mean())
+    return 100.0 * accuracy(head_logits(head, features), labels)
 
 
 def make_optimizer(head: FewShotHead, cfg: FewShotConfig) -> torch.optim.SGD:

@@ -8,9 +8,10 @@ Symbols: ``B`` clouds, ``N`` points, ``V`` views, ``H x W`` depth-map size, ``K`
 (['chair'], (1, 3))
 
 Inputs (files or arrays) are prepared the same way: checked (:func:`~pointcalip.io.validate_cloud`),
-centred and scaled into the unit ball, put into a canonical point order, then reduced to
-``num_points`` by farthest point sampling when larger. The canonical order makes the
-prediction independent of the order of the points, even when sampling picks a subset.
+centred and scaled into the unit ball, then reduced to ``num_points`` by farthest point
+sampling when larger. Sampling runs on the points in a canonical order
+(:func:`pointcalip.io.resample_cloud`), so the prediction does not depend on the order of
+the points, even when sampling picks a subset.
 """
 
 from __future__ import annotations
@@ -62,13 +63,8 @@ class Prediction:
 # ------------------------------------------------------------------ preparing clouds
 
 
-def _canonical_order(points: np.ndarray) -> np.ndarray:
-    """``points: (N, 3)`` sorted by x, then y, then z (so sampling ignores the input order)."""
-    return points[np.lexsort((points[:, 2], points[:, 1], points[:, 0]))]
-
-
 def prepare_points(points: Any, num_points: Optional[int] = 1024, source: str = "points") -> np.ndarray:
-    """Check, normalise, canonically order and FPS-resample one cloud (SPEC §1).
+    """Check, normalise and FPS-resample one cloud (SPEC §1; :func:`pointcalip.io.prepare_cloud`).
 
     Args:
         points: ``(N, 3)`` or ``(N, >3)`` numbers (extra columns are dropped).
@@ -81,12 +77,9 @@ def prepare_points(points: Any, num_points: Optional[int] = 1024, source: str = 
     Raises:
         PointCloudError: empty, non-finite or degenerate cloud, or not ``(N, 3)``.
     """
-    from pointcalip.io import normalize_cloud, resample_cloud, validate_cloud
+    from pointcalip.io import prepare_cloud
 
-    cloud = _canonical_order(normalize_cloud(validate_cloud(points, source), source))
-    if num_points is not None:
-        cloud = resample_cloud(cloud, num_points)
-    return np.ascontiguousarray(cloud, dtype=np.float32)
+    return prepare_cloud(points, num_points, normalize=True, source=source)
 
 
 def load_cloud(path: PathLike, num_points: Optional[int] = 1024) -> Tuple[np.ndarray, int]:

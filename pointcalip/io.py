@@ -189,23 +189,33 @@ def _check_num_points(num_points: Any) -> int:
     return int(num_points)
 
 
+def canonical_order(points: np.ndarray) -> np.ndarray:
+    """``points: (N, 3)`` sorted by x, then y, then z."""
+    return points[np.lexsort((points[:, 2], points[:, 1], points[:, 0]))]
+
+
 def resample_cloud(points: np.ndarray, num_points: int) -> np.ndarray:
     """Reduce a cloud to ``num_points`` by farthest point sampling when it has more.
+
+    FPS starts from the first point, so the points are first put in a canonical order
+    (:func:`canonical_order`): the subset, and so every prediction, does not depend on the
+    order of the points in the input.
 
     Args:
         points: ``(N, 3)``.
         num_points: target count ``M >= 1``.
 
     Returns:
-        ``(min(N, M), 3)``: the FPS subset (in original point order) when ``N > M``,
-        otherwise ``points`` itself.
+        ``(min(N, M), 3)``: the FPS subset (in canonical order) when ``N > M``, otherwise
+        ``points`` itself.
     """
     from pointcalip.sampling import farthest_point_sample
 
     num_points = _check_num_points(num_points)
     if len(points) <= num_points:
         return points
-    return points[farthest_point_sample(points, num_points)]
+    ordered = canonical_order(points)
+    return ordered[np.sort(farthest_point_sample(ordered, num_points))]
 
 
 def prepare_cloud(

@@ -189,10 +189,16 @@ def test_normalize_centres_and_scales(cloud: np.ndarray) -> None:
 def test_resample_only_when_larger(cloud: np.ndarray) -> None:
     normed = normalize_cloud(cloud)
     small = prepare_cloud(cloud, num_points=100)
-    np.testing.assert_array_equal(small, normed[sorted(reference_fps(normed, 100))])
+    ordered = normed[np.lexsort((normed[:, 2], normed[:, 1], normed[:, 0]))]  # sorted by x, y, z
+    np.testing.assert_array_equal(small, ordered[sorted(reference_fps(ordered, 100))])
     np.testing.assert_array_equal(prepare_cloud(cloud, num_points=1000), normed)
     np.testing.assert_array_equal(prepare_cloud(cloud, num_points=300), normed)
     assert resample_cloud(normed, 299).shape == (299, 3)
+
+
+def test_resample_ignores_point_order(cloud: np.ndarray) -> None:
+    perm = np.random.default_rng(3).permutation(len(cloud))
+    np.testing.assert_array_equal(resample_cloud(cloud, 64), resample_cloud(cloud[perm], 64))
 
 
 @pytest.mark.parametrize("bad", [0, -5, 2.5, "10", True])

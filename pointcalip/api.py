@@ -92,10 +92,9 @@ def load_cloud(path: PathLike, num_points: Optional[int] = 1024) -> Tuple[np.nda
     Raises:
         PointCloudError: missing, unsupported, unreadable or invalid file (one-line message).
     """
-    from pointcalip.io import load_point_cloud
+    from pointcalip.io import read_point_cloud
 
-    raw = load_point_cloud(path, num_points=None, normalize=True)
-    return prepare_points(raw, num_points, source=str(path)), len(raw)
+    return read_point_cloud(path, num_points, normalize=True)
 
 
 def _is_path(x: Any) -> bool:

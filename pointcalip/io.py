@@ -30,7 +30,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Tuple, Union
 
 import numpy as np
 
@@ -54,6 +54,7 @@ __all__ = [
     "mesh_sample_count",
     "normalize_cloud",
     "prepare_cloud",
+    "read_point_cloud",
     "resample_cloud",
     "validate_cloud",
 ]
@@ -261,13 +262,25 @@ def load_point_cloud(path: PathLike, num_points: int | None = None, normalize: b
         MissingFileError, UnsupportedFormatError, UnreadableFileError, EmptyCloudError,
         NonFiniteError, DegenerateCloudError: with a one-line message naming the file.
     """
+    return read_point_cloud(path, num_points, normalize)[0]
+
+
+def read_point_cloud(
+    path: PathLike, num_points: int | None = None, normalize: bool = True
+) -> Tuple[np.ndarray, int]:
+    """:func:`load_point_cloud` that also says how many points the file gave.
+
+    Returns:
+        ``(points, n)``: ``float32 (M, 3)`` points with ``M = min(n, num_points)``, and ``n``
+        the points read before resampling (for a mesh: its surface samples).
+    """
     if num_points is not None:
         num_points = _check_num_points(num_points)
     file = Path(os.fspath(path)).expanduser()
     source = str(file)
     ext = _check_path(file, source)
     raw = _read_raw(file, ext, source, num_points)
-    return prepare_cloud(raw, num_points, normalize, source)
+    return prepare_cloud(raw, num_points, normalize, source), len(raw)
 
 
 def _check_path(file: Path, source: str) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from pointcalip.attention import DEFAULT_ALPHA, DEFAULT_BETA2, DEFAULT_BETA3
 from pointcalip.errors import ConfigError, PointCloudError
+from pointcalip.io import load_point_cloud, prepare_cloud
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pointcalip.config import EvalConfig
     from pointcalip.encoders import CLIPEncoder
 
-__all__ = ["Prediction", "ZeroShotClassifier", "check_classes", "load_cloud", "prepare_points", "to_clouds"]
+__all__ = ["Prediction", "ZeroShotClassifier", "check_classes", "to_clouds"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 CloudInput = Union[PathLike, np.ndarray, "torch.Tensor", Sequence[Any]]
@@ -63,40 +64,6 @@ class Prediction:
 # ------------------------------------------------------------------ preparing clouds
 
 
-def prepare_points(points: Any, num_points: Optional[int] = 1024, source: str = "points") -> np.ndarray:
-    """Check, normalise and FPS-resample one cloud (SPEC §1; :func:`pointcalip.io.prepare_cloud`).
-
-    Args:
-        points: ``(N, 3)`` or ``(N, >3)`` numbers (extra columns are dropped).
-        num_points: keep at most this many points; ``None`` keeps all.
-        source: name used in error messages.
-
-    Returns:
-        ``float32 (min(N, num_points), 3)``.
-
-    Raises:
-        PointCloudError: empty, non-finite or degenerate cloud, or not ``(N, 3)``.
-    """
-    from pointcalip.io import prepare_cloud
-
-    return prepare_cloud(points, num_points, normalize=True, source=source)
-
-
-def load_cloud(path: PathLike, num_points: Optional[int] = 1024) -> Tuple[np.ndarray, int]:
-    """Read a point-cloud or mesh file and prepare it like :func:`prepare_points`.
-
-    Returns:
-        ``(points, n)``: ``float32 (M, 3)`` points with ``M = min(n, num_points)``, and ``n``
-        the points read from the file before resampling (for a mesh: its surface samples).
-
-    Raises:
-        PointCloudError: missing, unsupported, unreadable or invalid file (one-line message).
-    """
-    from pointcalip.io import read_point_cloud
-
-    return read_point_cloud(path, num_points, normalize=True)
-
-
 def _is_path(x: Any) -> bool:
     return isinstance(x, (str, os.PathLike))
 
@@ -120,12 +87,12 @@ def to_clouds(x: CloudInput, num_points: Optional[int] = 1024) -> List[np.ndarra
         ``B`` arrays ``float32 (M_b, 3)`` (sizes may differ).
     """
     if _is_path(x):
-        return [load_cloud(x, num_points)[0]]
+        return [load_point_cloud(x, num_points)]
     arr = _as_numpy(x)
     if isinstance(arr, np.ndarray):
         if arr.ndim == 3:
-            return [prepare_points(c, num_points, f"points[{i}]") for i, c in enumerate(arr)]
-        return [prepare_points(arr, num_points, "points")]
+            return [prepare_cloud(c, num_points, source=f"points[{i}]") for i, c in enumerate(arr)]
+        return [prepare_cloud(arr, num_points, source="points")]
     if isinstance(arr, (list, tuple)):
         return [_one_cloud(item, i, num_points) for i, item in enumerate(arr)]
     raise PointCloudError(f"cannot classify a {type(x).__name__}; give a path, a list of paths, "
@@ -135,8 +102,8 @@ def to_clouds(x: CloudInput, num_points: Optional[int] = 1024) -> List[np.ndarra
 def _one_cloud(item: Any, i: int, num_points: Optional[int]) -> np.ndarray:
     """One prepared cloud from a list element (a path or an ``(N, 3)`` array)."""
     if _is_path(item):
-        return load_cloud(item, num_points)[0]
-    return prepare_points(_as_numpy(item), num_points, f"points[{i}]")
+        return load_point_cloud(item, num_points)
+    return prepare_cloud(_as_numpy(item), num_points, source=f"points[{i}]")
 
 
 def check_classes(classes: Optional[Sequence[str]]) -> List[str]:

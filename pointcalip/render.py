@@ -116,10 +116,10 @@ def render_cloud(points: np.ndarray, out_dir: PathLike, projection) -> RenderOut
 
 
 def render_file(path: PathLike, out_dir: PathLike, preset: str = "pointclip", num_points: int = 1024) -> RenderOutput:
-    """Load ``path`` (prepared as in :func:`pointcalip.api.load_cloud`) and :func:`render_cloud` it."""
-    from pointcalip.api import load_cloud
+    """Load ``path`` (:func:`pointcalip.io.load_point_cloud`) and :func:`render_cloud` it."""
+    from pointcalip.io import load_point_cloud
     from pointcalip.projection import get_preset
 
     projection = get_preset(preset)
-    points, _ = load_cloud(path, num_points)
+    points = load_point_cloud(path, num_points)
     return render_cloud(points, out_dir, projection)

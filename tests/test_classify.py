@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pointcalip.aggregation import logits_from_components
-from pointcalip.api import Prediction, ZeroShotClassifier, load_cloud, prepare_points
+from pointcalip.api import Prediction, ZeroShotClassifier
+from pointcalip.io import prepare_cloud, read_point_cloud
 from pointcalip.cli import main
 from pointcalip.data import class_names
 from pointcalip.encoders import CLIPEncoder
@@ -278,7 +279,7 @@ def test_api_renders_depth(clf) -> None:
     lamp = np.load(SAMPLES / "lamp.npy")
     depth = clf.render([lamp, lamp[:500]])
     assert depth.shape == (2, 6, 128, 128) and depth.dtype == np.float32
-    want = project_depth(torch.from_numpy(prepare_points(lamp)[None]), get_preset("pointclip")).numpy()[0]
+    want = project_depth(torch.from_numpy(prepare_cloud(lamp, 1024)[None]), get_preset("pointclip")).numpy()[0]
     np.testing.assert_allclose(depth[0], want, atol=1e-6)
 
 
@@ -309,6 +310,6 @@ def test_api_errors(clf, resnet_encoder) -> None:
     assert clf.predict([]).probs.shape == (0, len(VOCAB))
 
 
-def test_load_cloud_counts_points_before_resampling() -> None:
-    points, n = load_cloud(SAMPLES / "airplane.xyz", num_points=100)
+def test_read_point_cloud_counts_points_before_resampling() -> None:
+    points, n = read_point_cloud(SAMPLES / "airplane.xyz", num_points=100)
     assert n == 1024 and points.shape == (100, 3)

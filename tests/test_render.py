@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pointcalip.api import load_cloud
+from pointcalip.io import read_point_cloud
 from pointcalip.cli import main
 from pointcalip.io import load_point_cloud
 from pointcalip.projection import get_preset, project_depth
@@ -62,7 +62,7 @@ def test_render_preset_and_num_points(tmp_path, capsys) -> None:
     assert depth.shape == (10, 224, 224)
     assert len(list(out.glob("view_*.png"))) == 10
     # 256 FPS points of a 1024-point cloud, picked like the classifier picks them.
-    points, n = load_cloud(SAMPLES / "airplane.xyz", 256)
+    points, n = read_point_cloud(SAMPLES / "airplane.xyz", 256)
     assert n == 1024 and points.shape == (256, 3)
     want = project_depth(torch.from_numpy(points[None]), get_preset("pointclip10")).numpy()[0]
     np.testing.assert_allclose(depth, want, atol=1e-5)

@@ -134,14 +134,14 @@ def _chunks(rows: List[Row], size: int) -> Iterator[List[Row]]:
 
 def classify_rows(classifier: Any, rows: List[Row], topk: int) -> None:
     """Load and classify the rows without an error yet, in batches; fills ``topk``/``error``."""
-    from pointcalip.api import load_cloud
+    from pointcalip.io import read_point_cloud
 
     todo = [r for r in rows if r.error is None]
     for chunk in _chunks(todo, classifier.config.batch_size):
         good, clouds = [], []
         for row in chunk:
             try:
-                cloud, row.n_points = load_cloud(row.path, classifier.num_points)
+                cloud, row.n_points = read_point_cloud(row.path, classifier.num_points)
             except PointCloudError as exc:
                 row.error = str(exc)
                 continue

@@ -207,8 +207,7 @@ class ZeroShotClassifier:
         self.encoder = encoder if encoder is not None else load_encoder(cfg.backbone, cfg.pretrained, cfg.device)
         self.engine = ZeroShotEngine(self.encoder, get_preset(cfg.projection), cfg.normalize_images, cfg.alpha)
         self.view_weights: Tuple[float, ...] = cfg.resolved_view_weights()
-        calip = cfg.method == "calip"
-        self.beta2, self.beta3 = (cfg.beta2, cfg.beta3) if calip else (0.0, 0.0)
+        self.beta2, self.beta3 = cfg.effective_betas()
         self.text = self.encoder.encode_text(list(self.classes), list(cfg.templates))  # (K, D), once
 
     @property

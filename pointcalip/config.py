@@ -62,6 +62,10 @@ class EvalConfig:
         """The view weights, ``(1.0,) * V`` when not given."""
         return self.view_weights or (1.0,) * PRESETS[self.projection].num_views
 
+    def effective_betas(self) -> Tuple[float, float]:
+        """``(beta2, beta3)`` as applied: the config's for ``calip``, ``(0, 0)`` for ``pointclip``."""
+        return (self.beta2, self.beta3) if self.method == "calip" else (0.0, 0.0)
+
     def to_dict(self) -> Dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 

@@ -101,7 +101,7 @@ def dataset_components(
 def select(cfg: EvalConfig, test_comps: torch.Tensor, test_labels: np.ndarray, val: Optional[Tuple[torch.Tensor, np.ndarray]]) -> Selection:
     """Hyper-parameters per ``cfg.search``."""
     weights = cfg.resolved_view_weights()
-    b2, b3 = (cfg.beta2, cfg.beta3) if cfg.method == "calip" else (0.0, 0.0)
+    b2, b3 = cfg.effective_betas()
     if cfg.search == "none":
         return Selection(weights, b2, b3, "config")
     comps, labels, split = (val[0], val[1], "val") if cfg.search == "val" else (test_comps, test_labels, "test")

@@ -47,8 +47,9 @@ class Selection:
         return out
 
 
-class LazyEngine:
-    """Loads the encoder and the class text features only when an image must be encoded."""
+class EvalModel:
+    """The encoder and engine of an evaluation; the class text features are encoded only when
+    an image must be encoded (a run served from the component cache never needs them)."""
 
     def __init__(self, cfg: EvalConfig, classes: Sequence[str]) -> None:
         from pointcalip.encoders import load_encoder
@@ -81,18 +82,18 @@ def components_key(cfg: EvalConfig, dataset, split: str, indices: Optional[np.nd
 
 
 def dataset_components(
-    cfg: EvalConfig, lazy: LazyEngine, dataset, split: str, indices: Optional[np.ndarray] = None
+    cfg: EvalConfig, model: EvalModel, dataset, split: str, indices: Optional[np.ndarray] = None
 ) -> Tuple[torch.Tensor, np.ndarray, bool]:
     """``(components (B, V, 3, K), labels (B,), from_cache)`` of a dataset (subset)."""
     points = dataset.points if indices is None else dataset.points[indices]
     labels = dataset.labels if indices is None else dataset.labels[indices]
     cache = ComponentCache(cfg.cache_dir)
-    key = components_key(cfg, dataset, split, indices, lazy.encoder.info.fingerprint)
+    key = components_key(cfg, dataset, split, indices, model.encoder.info.fingerprint)
     if cfg.use_cache:
         hit = cache.load(key)
         if hit is not None and np.array_equal(hit["labels"], labels):
             return torch.from_numpy(hit["components"]), labels, True
-    comps = lazy.engine.components_of_array(points, lazy.text, cfg.batch_size, cfg.progress, desc=f"encoding {split}")
+    comps = model.engine.components_of_array(points, model.text, cfg.batch_size, cfg.progress, desc=f"encoding {split}")
     if cfg.use_cache:
         cache.save(key, {"components": comps.numpy(), "labels": labels}, meta={"split": split, "n": len(labels)})
     return comps, labels, False
@@ -140,15 +141,15 @@ def run_eval(cfg: EvalConfig) -> Dict[str, Any]:
 
     t_start = time.perf_counter()
     test = build_dataset(cfg.dataset, cfg.data_root, cfg.split, num_points=cfg.num_points, variant=cfg.variant)
-    lazy = LazyEngine(cfg, test.classes)
+    model = EvalModel(cfg, test.classes)
     t0 = time.perf_counter()
-    comps, labels, cached = dataset_components(cfg, lazy, test, cfg.split)
+    comps, labels, cached = dataset_components(cfg, model, test, cfg.split)
     t_encode = time.perf_counter() - t0
     val = None
     if cfg.search == "val":
         train = build_dataset(cfg.dataset, cfg.data_root, "train", num_points=cfg.num_points, variant=cfg.variant)
         idx = stratified_holdout(train.labels, cfg.val_fraction, cfg.seed)
-        val_comps, val_labels, _ = dataset_components(cfg, lazy, train, "train", idx)
+        val_comps, val_labels, _ = dataset_components(cfg, model, train, "train", idx)
         val = (val_comps, val_labels)
     t0 = time.perf_counter()
     selection = select(cfg, comps, labels, val)
@@ -158,9 +159,9 @@ def run_eval(cfg: EvalConfig) -> Dict[str, Any]:
         "config": cfg.to_dict(),
         "dataset": {"name": cfg.dataset, "variant": getattr(test, "variant", None), "split": cfg.split,
                     "num_samples": int(len(labels)), "classes": list(test.classes)},
-        "weights": dataclasses.asdict(lazy.encoder.info),
+        "weights": dataclasses.asdict(model.encoder.info),
         "oracle": cfg.search == "test",
-        "timings": {"load_model_s": lazy.seconds_load, "encode_s": t_encode, "components_from_cache": cached,
+        "timings": {"load_model_s": model.seconds_load, "encode_s": t_encode, "components_from_cache": cached,
                     "search_s": t_search, "total_s": time.perf_counter() - t_start},
     }
     tag = f" [{ORACLE_LABEL}]" if cfg.search == "test" else ""

@@ -83,15 +83,15 @@ class ZeroShotEngine:
         desc: str = "encoding",
     ) -> torch.Tensor:
         """Components of many clouds ``points: (B, N, 3)`` in batches -> CPU ``(B, V, 3, K)``."""
-        out = []
-        for batch in tqdm(_batches(points, batch_size), total=-(-len(points) // batch_size),
-                          desc=desc, unit="batch", disable=not progress, leave=False):
-            out.append(self.components(torch.from_numpy(np.ascontiguousarray(batch)), text).cpu())
+        out = [self.components(batch, text).cpu() for batch in point_batches(points, batch_size, progress, desc)]
         if not out:
             return torch.zeros(0, self.num_views, 3, text.shape[0])
         return torch.cat(out)
 
 
-def _batches(points: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    for start in range(0, len(points), batch_size):
-        yield points[start : start + batch_size]
+def point_batches(
+    points: np.ndarray, batch_size: int, progress: bool = False, desc: str = "encoding"
+) -> Iterator[torch.Tensor]:
+    """Consecutive ``(b, N, 3)`` tensors of ``points: (B, N, 3)``, with a progress bar."""
+    for start in tqdm(range(0, len(points), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+        yield torch.from_numpy(np.ascontiguousarray(points[start : start + batch_size]))

@@ -17,11 +17,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pointcalip.atomic import atomic_open
 from pointcalip.encoders import CLIPEncoder, DenseFeatures
-from pointcalip.engine import ZeroShotEngine
+from pointcalip.engine import ZeroShotEngine, point_batches
 from pointcalip.errors import ConfigError, WeightsError
 from pointcalip.fewshot.heads import FewShotHead
 from pointcalip.projection import ProjectionConfig, get_preset
@@ -107,8 +106,8 @@ def encode_batches(engine: ZeroShotEngine, points: np.ndarray, batch_size: int, 
     ``global_, global_raw: (B, V, D)``; ``spatial: (B, V, L, D)`` or ``None`` when not kept.
     """
     g, s, r = [], [], []
-    for start in tqdm(range(0, len(points), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-        f = engine.forward_features(torch.from_numpy(np.ascontiguousarray(points[start : start + batch_size])))
+    for batch in point_batches(points, batch_size, progress, desc):
+        f = engine.forward_features(batch)
         g.append(f.global_.cpu())
         r.append(f.global_raw.cpu())
         if keep_spatial:
@@ -147,9 +146,8 @@ def predict(head: FewShotHead, engine: ZeroShotEngine, points: np.ndarray, batch
     """
     head.eval()
     logits, comps = [], []
-    for start in tqdm(range(0, len(points), batch_size), desc="testing", unit="batch", disable=not progress,
-                      leave=False):
-        f = engine.forward_features(torch.from_numpy(np.ascontiguousarray(points[start : start + batch_size])))
+    for batch in point_batches(points, batch_size, progress, desc="testing"):
+        f = engine.forward_features(batch)
         logits.append(head(f).cpu())
         comps.append(engine.forward_head(f, head.text).cpu())
     k, v = head.num_classes, head.num_views

@@ -54,3 +54,7 @@ class WeightsError(PointcalipError):
 
 class ConfigError(PointcalipError):
     """A configuration value or command-line option is invalid."""
+
+
+class ReadLimitError(PointCloudError):
+    """A file needs more points or bytes than the read limits allow (``--max-points``, ``--max-bytes``)."""

@@ -1,4 +1,4 @@
-"""Datasets (SPEC §7) read from generated files in the exact on-disk layout."""
+"""Datasets (docs/method.md §7) read from generated files in the exact on-disk layout."""
 
 from __future__ import annotations
 
@@ -10,21 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from pointcalip.data import (
-    DATASET_NAMES,
+from pointcalip.datasets import build_dataset, class_names, dataset_names
+from pointcalip.datasets.modelnet import (
     MODELNET10_CLASSES,
     MODELNET40_CLASSES,
-    SCANOBJECTNN_CLASSES,
-    SCANOBJECTNN_VARIANTS,
     ModelNet10,
     ModelNet40,
-    ScanObjectNN,
-    build_dataset,
-    class_names,
     scan_modelnet40,
+)
+from pointcalip.datasets.scanobjectnn import (
+    SCANOBJECTNN_CLASSES,
+    SCANOBJECTNN_VARIANTS,
+    ScanObjectNN,
     scan_scanobjectnn,
 )
-from pointcalip.datagen import write_modelnet40, write_scanobjectnn
+from pointcalip.testing.datasets import write_modelnet40, write_scanobjectnn
 from pointcalip.errors import ConfigError, DatasetError, PointcalipError
 
 MN_DIR = "modelnet40_ply_hdf5_2048"
@@ -74,7 +74,7 @@ def test_class_constants():
         "bag bin box cabinet chair desk display door shelf table bed pillow sink sofa toilet".split()
     )
     assert set(MODELNET10_CLASSES) <= set(MODELNET40_CLASSES)
-    assert DATASET_NAMES == ("modelnet40", "modelnet10", "scanobjectnn")
+    assert dataset_names()[:4] == ("modelnet40", "modelnet10", "scanobjectnn", "objaverse_lvis")
     assert class_names("modelnet40") == list(MODELNET40_CLASSES)
     assert class_names("ModelNet10") == list(MODELNET10_CLASSES)
     assert class_names("scanobjectnn") == list(SCANOBJECTNN_CLASSES)

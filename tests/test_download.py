@@ -14,11 +14,18 @@ from pathlib import Path
 
 import pytest
 
-import pointcalip.download as dl
 from pointcalip.cli import main
-from pointcalip.data import SCANOBJECTNN_VARIANTS, ModelNet40, ScanObjectNN
-from pointcalip.datagen import make_modelnet40_zip, make_scanobjectnn_zip
-from pointcalip.errors import DownloadError
+from pointcalip.datasets import download_dataset, get_dataset_info, register_dataset
+from pointcalip.datasets.fetch import ArchiveSpec, TransferInterrupted, fetch
+from pointcalip.datasets.modelnet import MODELNET40, MODELNET40_SPLIT_SIZES, ModelNet40
+from pointcalip.datasets.scanobjectnn import (
+    SCANOBJECTNN,
+    SCANOBJECTNN_FORM_URL,
+    SCANOBJECTNN_VARIANTS,
+    ScanObjectNN,
+)
+from pointcalip.errors import ConfigError, DownloadError
+from pointcalip.testing.datasets import make_modelnet40_zip, make_scanobjectnn_zip, write_modelnet40
 
 ARCHIVE = "modelnet40_ply_hdf5_2048.zip"
 NPTS = 256  # points per generated cloud: keeps the archive around 350 KB
@@ -124,14 +131,29 @@ def unused_port_url() -> str:
     return f"http://127.0.0.1:{port}/{ARCHIVE}"
 
 
-def spec_for(*urls: str, **changes) -> dl.ArchiveSpec:
+def spec_for(*urls: str, **changes) -> ArchiveSpec:
     """The ModelNet40 spec pointed at test mirrors, without the real-release size checks."""
-    return replace(dl.MODELNET40, mirrors=tuple(urls), split_sizes=None, reference_md5=None, **changes)
+    return replace(MODELNET40, mirrors=tuple(urls), expected=None, reference_md5=None, **changes)
 
 
-def get(root: Path, spec: dl.ArchiveSpec, **kwargs) -> Path:
+def get(root: Path, spec: ArchiveSpec, **kwargs) -> Path:
     logs = kwargs.pop("logs", [])
-    return dl.download_dataset("modelnet40", root, spec=spec, progress=False, log=logs.append, **kwargs)
+    return download_dataset("modelnet40", root, spec=spec, progress=False, log=logs.append, **kwargs)
+
+
+@pytest.fixture
+def registered_archive():
+    """Replace a registered dataset's archive spec for one test (the CLI reads the registry)."""
+    saved = []
+
+    def patch(name: str, spec: ArchiveSpec) -> None:
+        info = get_dataset_info(name)
+        saved.append(info)
+        register_dataset(replace(info, archive=spec), overwrite=True)
+
+    yield patch
+    for info in reversed(saved):
+        register_dataset(info, overwrite=True)
 
 
 def assert_clean(root: Path) -> None:
@@ -197,7 +219,7 @@ def test_size_mismatch_deletes_everything(serve, tmp_path, payload):
 
 
 def test_wrong_release_is_rejected_by_counts(serve, tmp_path):
-    spec = replace(spec_for(serve().url()), split_sizes=dl.MODELNET40_SPLIT_SIZES)
+    spec = replace(spec_for(serve().url()), expected=MODELNET40_SPLIT_SIZES)
     with pytest.raises(DownloadError, match="expected 9843 / 2468"):
         get(tmp_path, spec)
     assert_nothing_installed(tmp_path)
@@ -277,8 +299,8 @@ def test_drop_without_range_support_restarts(serve, tmp_path, payload):
 def test_repeated_drops_keep_the_partial_file(serve, tmp_path, payload):
     server = serve(support_range=True, drops=10)
     dest = tmp_path / "x.zip.part"
-    with pytest.raises(dl.TransferInterrupted, match="run the same command again"):
-        dl.fetch(server.url(), dest, max_resumes=1, progress=False, log=lambda s: None)
+    with pytest.raises(TransferInterrupted, match="run the same command again"):
+        fetch(server.url(), dest, max_resumes=1, progress=False, log=lambda s: None)
     assert 0 < dest.stat().st_size < len(payload)
     assert len(server.log) == 2
 
@@ -306,7 +328,7 @@ def test_silent_server_times_out(tmp_path):
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/{ARCHIVE}"
         start = time.monotonic()
         with pytest.raises(DownloadError, match="timed out"):
-            dl.download_dataset("modelnet40", tmp_path, spec=spec_for(url), connect_timeout=0.5,
+            download_dataset("modelnet40", tmp_path, spec=spec_for(url), connect_timeout=0.5,
                                 read_timeout=0.5, progress=False, log=lambda s: None)  # fmt: skip
         assert time.monotonic() - start < 5
 
@@ -354,10 +376,10 @@ def test_from_file_errors(tmp_path):
     assert_nothing_installed(tmp_path / "data")
 
 
-def test_scanobjectnn_from_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(dl, "SCANOBJECTNN", replace(dl.SCANOBJECTNN, split_sizes=None))
+def test_scanobjectnn_from_file(tmp_path):
     zip_path = make_scanobjectnn_zip(tmp_path / "h5_files.zip", num_points=64)
-    folder = dl.download_dataset("scanobjectnn", tmp_path / "data", from_file=zip_path, log=lambda s: None)
+    folder = download_dataset("scanobjectnn", tmp_path / "data", from_file=zip_path, log=lambda s: None,
+                              spec=replace(SCANOBJECTNN, expected=None))  # fmt: skip
     assert folder == tmp_path / "data" / "h5_files"
     for variant in SCANOBJECTNN_VARIANTS:
         assert len(ScanObjectNN(tmp_path / "data", "test", 64, variant)) == 15
@@ -366,15 +388,15 @@ def test_scanobjectnn_from_file(tmp_path, monkeypatch):
 def test_scanobjectnn_counts_are_checked(tmp_path):
     zip_path = make_scanobjectnn_zip(tmp_path / "h5_files.zip", variants=("obj_bg",), num_points=32)
     with pytest.raises(DownloadError, match="obj_bg has 30 train / 15 test clouds, expected 2309 / 581"):
-        dl.download_dataset("scanobjectnn", tmp_path / "data", from_file=zip_path, log=lambda s: None)
+        download_dataset("scanobjectnn", tmp_path / "data", from_file=zip_path, log=lambda s: None)
     assert not (tmp_path / "data" / "h5_files").exists()
 
 
 def test_scanobjectnn_without_file_explains_terms(tmp_path):
     with pytest.raises(DownloadError) as info:
-        dl.download_dataset("scanobjectnn", tmp_path, log=lambda s: None)
+        download_dataset("scanobjectnn", tmp_path, log=lambda s: None)
     msg = str(info.value)
-    assert "terms of use" in msg and dl.SCANOBJECTNN_FORM_URL in msg and "h5_files.zip" in msg
+    assert "terms of use" in msg and SCANOBJECTNN_FORM_URL in msg and "h5_files.zip" in msg
     assert f"pointcalip download scanobjectnn --root {tmp_path} --from-file" in msg and "\n" not in msg
 
 
@@ -389,8 +411,8 @@ def _one_line_error(capsys) -> str:
     return lines[0]
 
 
-def test_cli_success_with_mirror(serve, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(dl, "MODELNET40", spec_for())
+def test_cli_success_with_mirror(serve, tmp_path, registered_archive, capsys):
+    registered_archive("modelnet40", spec_for())
     assert main(["download", "modelnet40", "--root", str(tmp_path), "--mirror", serve().url(), "--no-progress"]) == 0
     assert "installed modelnet40" in capsys.readouterr().out
     assert len(ModelNet40(tmp_path, "test", num_points=16)) == 40
@@ -403,15 +425,15 @@ def test_cli_unreachable_is_exit_2_one_line(tmp_path, capsys):
     assert ARCHIVE in line and "--from-file" in line
 
 
-def test_cli_checksum_mismatch(serve, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(dl, "MODELNET40", spec_for())
+def test_cli_checksum_mismatch(serve, tmp_path, registered_archive, capsys):
+    registered_archive("modelnet40", spec_for())
     code = main(["download", "modelnet40", "--root", str(tmp_path), "--mirror", serve().url(), "--sha256", "ab" * 32])
     assert code == 2 and "SHA-256 mismatch" in _one_line_error(capsys)
     assert_nothing_installed(tmp_path)
 
 
-def test_cli_from_file(archive, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(dl, "MODELNET40", spec_for())
+def test_cli_from_file(archive, tmp_path, registered_archive, capsys):
+    registered_archive("modelnet40", spec_for())
     assert main(["download", "modelnet40", "--root", str(tmp_path), "--from-file", str(archive)]) == 0
     assert len(ModelNet40(tmp_path, "test", num_points=16)) == 40
 
@@ -433,3 +455,60 @@ def test_cli_from_file_real_release_check(archive, tmp_path, capsys):
 def test_cli_errors_are_one_line(tmp_path, capsys, argv, match):
     assert main(argv + ["--root", str(tmp_path)]) == 2
     assert match in _one_line_error(capsys)
+
+
+# ----------------------------------------------------------------------------- --from-dir
+
+
+def test_from_dir_copies_a_validated_folder(tmp_path):
+    src = write_modelnet40(tmp_path / "elsewhere", num_points=32)
+    logs = []
+    folder = download_dataset("modelnet40", tmp_path / "data", from_dir=tmp_path / "elsewhere", log=logs.append,
+                              spec=spec_for())  # fmt: skip
+    assert folder == tmp_path / "data" / "modelnet40_ply_hdf5_2048" and not folder.is_symlink()
+    assert src.is_dir()  # the source stays
+    assert len(ModelNet40(tmp_path / "data", "test", num_points=16)) == 40
+    assert_clean(tmp_path / "data")
+    assert any("installed modelnet40" in line for line in logs)
+
+
+def test_from_dir_real_release_counts_and_wrong_folder(tmp_path):
+    write_modelnet40(tmp_path / "src", num_points=32)
+    with pytest.raises(DownloadError, match="expected 9843 / 2468"):
+        download_dataset("modelnet40", tmp_path / "data", from_dir=tmp_path / "src", log=lambda s: None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DownloadError, match="does not contain"):
+        download_dataset("modelnet40", tmp_path / "data", from_dir=tmp_path / "empty", log=lambda s: None)
+    with pytest.raises(DownloadError, match="no such folder"):
+        download_dataset("modelnet40", tmp_path / "data", from_dir=tmp_path / "missing", log=lambda s: None)
+    assert not (tmp_path / "data" / "modelnet40_ply_hdf5_2048").exists()
+
+
+def test_modelnet10_installs_the_modelnet40_files(archive, tmp_path):
+    logs = []
+    folder = download_dataset("modelnet10", tmp_path, from_file=archive, spec=spec_for(), log=logs.append)
+    assert folder == tmp_path / "modelnet40_ply_hdf5_2048"
+    assert "installing modelnet40" in logs[0]
+
+
+def test_both_sources_is_a_config_error(archive, tmp_path):
+    with pytest.raises(ConfigError, match="not both"):
+        download_dataset("modelnet40", tmp_path, from_file=archive, from_dir=tmp_path, log=lambda s: None)
+
+
+def test_cli_from_file_and_from_dir_exclusive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["download", "modelnet40", "--from-file", "a.zip", "--from-dir", str(tmp_path)])
+    assert info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_cli_check_all_needs_from_dir(tmp_path, capsys):
+    assert main(["download", "modelnet40", "--root", str(tmp_path), "--check-all"]) == 2
+    assert "--check-all applies to --from-dir only" in _one_line_error(capsys)
+
+
+def test_cli_choices_come_from_the_registry(capsys):
+    with pytest.raises(SystemExit):
+        main(["download", "shapenet"])
+    err = capsys.readouterr().err
+    assert "modelnet40" in err and "objaverse_lvis" in err and "scanobjectnn" in err

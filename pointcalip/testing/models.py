@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Dict, Tuple
 
-import torch
-
 _TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 
 TINY_CONFIGS: Dict[str, dict] = {
@@ -32,6 +30,7 @@ TINY_CONFIGS: Dict[str, dict] = {
 
 def write_tiny_clip(folder: Path, family: str = "resnet", seed: int = 0) -> Tuple[Path, Path]:
     """Write ``(config.json, checkpoint.pt)`` of a tiny seeded random CLIP; returns both paths."""
+    import torch
     from open_clip.model import CLIP
 
     if family not in TINY_CONFIGS:

@@ -166,6 +166,8 @@ def text_chunks(fh: BinaryIO, source: str, chunk_bytes: int = CHUNK_BYTES) -> It
     while True:
         block = fh.read(chunk_bytes)
         data = rest + block
+        if binary_byte(block) is not None:
+            decode_text(data, source, number)  # raises: refuse binary before reading on
         if not data:
             return
         if block:

@@ -224,8 +224,9 @@ def read_stl(file: Path, source: str, size: int, limits: ReadLimits, num_points:
     with open_regular(file, source) as fh:
         head = fh.read(84)
         triangles = int(np.frombuffer(head[80:84], dtype="<u4")[0]) if len(head) == 84 else -1
-        exact = triangles >= 0 and size == 84 + 50 * triangles
-        if exact or (triangles >= 0 and size >= 84 + 50 * triangles and not head.lstrip().startswith(b"solid")):
+        # binary: exactly 84 + 50 T bytes (less than one triangle of trailing padding tolerated)
+        binary = triangles >= 0 and 0 <= size - (84 + 50 * triangles) < 50
+        if binary and (size == 84 + 50 * triangles or not head.lstrip().startswith(b"solid")):
             limits.check_points(3 * triangles, source, "vertices")
             data = fh.read(50 * triangles)
             if len(data) != 50 * triangles:
@@ -236,7 +237,8 @@ def read_stl(file: Path, source: str, size: int, limits: ReadLimits, num_points:
             fh.seek(0)
             vertices = _ascii_stl(fh, source, limits)
         else:
-            raise corrupt(source, f"STL file is truncated ({size} bytes)")
+            raise corrupt(source, f"STL file is truncated or corrupt ({size:,} bytes do not match its "
+                          f"{max(triangles, 0):,} triangles)")
     if len(vertices) == 0:
         raise empty(source, "the STL file has no triangles")
     faces = np.arange(len(vertices), dtype=np.int64).reshape(-1, 3)

@@ -17,7 +17,7 @@ from typing import List, Tuple
 import numpy as np
 
 from pointcalip.clouds._errors import corrupt, empty, quote
-from pointcalip.clouds.files import ReadLimits, decode_text, read_all
+from pointcalip.clouds.files import ReadLimits, decode_text, open_regular, read_all
 from pointcalip.clouds.readers.mesh import fan_triangles, mesh_points
 
 __all__ = ["read_ply", "PLY_TYPES"]
@@ -226,8 +226,9 @@ def _faces(values, source: str) -> np.ndarray:
 
 def read_ply(file: Path, source: str, size: int, limits: ReadLimits, num_points: int | None) -> np.ndarray:
     """Points of a PLY cloud ``(N, 3)``, or surface samples of a PLY mesh."""
-    data = read_all(file, source, size, limits)
-    fmt, length, elements = _parse_header(data, source)
+    limits.check_bytes(size, source)
+    with open_regular(file, source) as fh:
+        fmt, length, elements = _parse_header(fh.read(_HEADER_BYTES), source)
     vertex = next((e for e in elements if e.name == "vertex"), None)
     names = [p.name for p in vertex.props] if vertex else []
     if vertex is None or not {"x", "y", "z"} <= set(names):
@@ -245,6 +246,7 @@ def read_ply(file: Path, source: str, size: int, limits: ReadLimits, num_points:
                       f"the file has {size:,})")
     if vertex.count == 0:
         raise empty(source, "the PLY file has 0 vertices")
+    data = read_all(file, source, size, limits)  # every count checked against the size above
     if fmt == "ascii":
         first_line = data[:length].count(b"\n") + 1
         columns = _ascii_elements(data[length:], elements, source, first_line)

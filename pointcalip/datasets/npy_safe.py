@@ -4,7 +4,7 @@ OpenShape's processed Objaverse release stores one ``np.save(path, dict)`` per o
 0-d object array whose pickle holds a dict of numpy arrays, strings, lists and nested dicts.
 ``np.load(path, allow_pickle=True)`` would execute whatever a (malicious or corrupted)
 file asks for. :func:`load_npy` instead unpickles with an allow-list: only numpy's array,
-dtype and scalar reconstruction (and ``collections.OrderedDict``) may be referenced; any
+dtype and scalar reconstruction (and ``collections.OrderedDict``, ``_codecs.encode``) may be referenced; any
 other global is refused with a :class:`DatasetError` naming the file. Built-in containers
 (dict, list, tuple, str, bytes, numbers) need no globals and load as usual. Plain
 (non-object) ``.npy`` files are read by ``np.load`` with ``allow_pickle=False``.
@@ -37,6 +37,7 @@ ALLOWED_GLOBALS = frozenset({
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"),
     ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # protocol-2 pickles build bytes as encode(str, "latin1")
 })  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from pointcalip.sampling import _open3d_fps, farthest_point_sample_numpy
+from pointcalip.clouds.sampling import _open3d_fps, farthest_point_sample_numpy
 
 SIZES = (2_048, 10_000, 100_000)
 K = 1_024
@@ -52,7 +52,7 @@ def implementations(points: np.ndarray) -> dict[str, Callable[[], np.ndarray]]:
 
     p64 = points.astype(np.float64)
     t = torch.from_numpy(points)[None]
-    from pointcalip.sampling import _torch_fps
+    from pointcalip.clouds.sampling import _torch_fps
 
     return {
         "open3d farthest_point_down_sample": lambda: _open3d_fps(p64, K),

@@ -7,10 +7,10 @@ Symbols: ``B`` clouds, ``N`` points, ``V`` views, ``H x W`` depth-map size, ``K`
 >>> pred.labels, pred.probs.shape                                  # doctest: +SKIP
 (['chair'], (1, 3))
 
-Inputs (files or arrays) are prepared the same way: checked (:func:`~pointcalip.io.validate_cloud`),
+Inputs (files or arrays) are prepared the same way: checked (:func:`~pointcalip.clouds.validate_cloud`),
 centred and scaled into the unit ball, then reduced to ``num_points`` by farthest point
 sampling when larger. Sampling runs on the points in a canonical order
-(:func:`pointcalip.io.resample_cloud`), so the prediction does not depend on the order of
+(:func:`pointcalip.clouds.resample_cloud`), so the prediction does not depend on the order of
 the points, even when sampling picks a subset.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from pointcalip.attention import DEFAULT_ALPHA, DEFAULT_BETA2, DEFAULT_BETA3
 from pointcalip.errors import ConfigError, PointCloudError
-from pointcalip.io import load_point_cloud, prepare_cloud
+from pointcalip.clouds import load_point_cloud, prepare_cloud
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -108,7 +108,7 @@ def _one_cloud(item: Any, i: int, num_points: Optional[int]) -> np.ndarray:
 
 def check_classes(classes: Optional[Sequence[str]]) -> List[str]:
     """Stripped class names (default: ModelNet40's 40); ``ConfigError`` when empty or repeated."""
-    from pointcalip.data import class_names
+    from pointcalip.datasets import class_names
 
     if classes is None:
         return class_names("modelnet40")
@@ -179,14 +179,14 @@ class ZeroShotClassifier:
         normalize_images: bool = False,
         encoder: Optional["CLIPEncoder"] = None,
     ) -> None:
-        from pointcalip.config import ZERO_SHOT_TEMPLATE, from_mapping, validate
+        from pointcalip.config import ZERO_SHOT_TEMPLATE, EvalConfig, update_dataclass, validate
 
         settings = dict(backbone=backbone, pretrained=pretrained, method=method, device=device,
                         templates=list(templates) if templates is not None else [ZERO_SHOT_TEMPLATE],
                         beta2=beta2, beta3=beta3, view_weights=view_weights, projection=projection,
                         num_points=num_points, batch_size=batch_size, alpha=alpha,
                         normalize_images=normalize_images)
-        self._setup(validate(from_mapping(settings, source="ZeroShotClassifier")), classes, encoder)
+        self._setup(validate(update_dataclass(EvalConfig(), settings, source="ZeroShotClassifier")), classes, encoder)
 
     @classmethod
     def from_config(
@@ -198,17 +198,15 @@ class ZeroShotClassifier:
         return self
 
     def _setup(self, cfg: "EvalConfig", classes: Optional[Sequence[str]], encoder: Optional["CLIPEncoder"]) -> None:
-        from pointcalip.encoders import load_encoder
-        from pointcalip.engine import ZeroShotEngine
-        from pointcalip.projection import get_preset
+        from pointcalip.engine import engine_from_config
 
         self.config = cfg
         self.classes: Tuple[str, ...] = tuple(check_classes(classes))
-        self.encoder = encoder if encoder is not None else load_encoder(cfg.backbone, cfg.pretrained, cfg.device)
-        self.engine = ZeroShotEngine(self.encoder, get_preset(cfg.projection), cfg.normalize_images, cfg.alpha)
+        self.engine = engine_from_config(cfg, encoder)
+        self.encoder = self.engine.encoder
         self.view_weights: Tuple[float, ...] = cfg.resolved_view_weights()
         self.beta2, self.beta3 = cfg.effective_betas()
-        self.text = self.encoder.encode_text(list(self.classes), list(cfg.templates))  # (K, D), once
+        self.text = self.engine.text_features(self.classes, cfg.templates)  # (K, D), once
 
     @property
     def num_points(self) -> int:
@@ -259,14 +257,11 @@ class ZeroShotClassifier:
 
 
 def render_depth(clouds: Sequence[np.ndarray], projection: Any) -> np.ndarray:
-    """Depth maps ``float32 (B, V, H, W)`` of prepared clouds ``B x (M_b, 3)`` (sizes may differ)."""
+    """Single-channel maps ``float32 (B, V, H, W)`` of prepared clouds ``B x (M_b, 3)`` (sizes may differ)."""
     import torch
 
-    from pointcalip.projection import project_depth
-
-    h = projection.resolution
-    out = np.zeros((len(clouds), projection.num_views, h, h), dtype=np.float32)
+    parts: Dict[int, np.ndarray] = {}
     for idx in _size_groups(clouds, 256):
-        pts = torch.from_numpy(np.stack([clouds[i] for i in idx]))
-        out[idx] = project_depth(pts, projection).cpu().numpy()
-    return out
+        maps = projection.maps(torch.from_numpy(np.stack([clouds[i] for i in idx]))).cpu().numpy()
+        parts.update(zip(idx, maps))
+    return np.stack([parts[i] for i in range(len(clouds))]) if clouds else np.zeros((0, projection.num_views, 0, 0), np.float32)

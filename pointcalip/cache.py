@@ -1,15 +1,19 @@
 """On-disk cache of per-view components, so a re-run with other betas, view weights or
-search settings re-encodes no image (SPEC §5).
+search settings re-encodes no image (docs/method.md §5).
 
 A key is the SHA-256 of everything the components depend on: dataset, split, sample
 indices, data fingerprint, backbone, weights fingerprint, projection, templates, classes,
-alpha. Entries are ``.npz`` files written to a temp file and renamed into place.
+alpha. Entries are ``.npz`` files written to a uniquely named temp file and renamed into
+place, so concurrent runs sharing one folder never see a half-written entry. An entry that
+cannot be read (truncated, garbled) is reported in one warning line, deleted and treated as
+a miss.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
@@ -17,6 +21,8 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 
 from pointcalip.atomic import atomic_open
+
+logger = logging.getLogger("pointcalip")
 
 
 def default_cache_dir() -> Path:
@@ -48,9 +54,15 @@ class ComponentCache:
         if not p.is_file():
             return None
         try:
-            with np.load(p) as data:
+            with np.load(p, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError):
+        except Exception as exc:  # any unreadable entry is a miss: zipfile.BadZipFile, EOFError, ValueError, ...
+            logger.warning("cache entry %s is unreadable (%s: %s); deleting it and recomputing",
+                           p, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            try:
+                p.unlink()
+            except OSError:
+                pass
             return None
 
     def save(self, key: str, arrays: Mapping[str, np.ndarray], meta: Optional[Mapping[str, Any]] = None) -> Path:

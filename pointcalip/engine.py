@@ -1,21 +1,25 @@
-"""The zero-shot engine: clouds -> depth maps -> dense CLIP features -> CALIP components.
+"""The zero-shot engine: clouds -> images -> dense CLIP features -> CALIP components.
 
 Symbols: ``B`` clouds, ``N`` points, ``V`` views, ``L`` tokens, ``D`` width, ``K`` classes.
 ``forward_features`` (projection + image encoder) and ``forward_head`` (attention against
 class text features) are split so few-shot heads can reuse the features.
+:func:`build_engine` is the one factory that every command, the API and the benchmarks
+use to put an encoder, a projection and the text side together (docs/method.md §3-§4).
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from pointcalip.attention import DEFAULT_ALPHA, calip_components
-from pointcalip.encoders import CLIPEncoder, DenseFeatures
-from pointcalip.projection import ProjectionConfig, project_images
+from pointcalip.projection import Projection, get_projection
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pointcalip.encoders import CLIPEncoder, DenseFeatures
 
 
 class ZeroShotEngine:
@@ -23,8 +27,8 @@ class ZeroShotEngine:
 
     def __init__(
         self,
-        encoder: CLIPEncoder,
-        projection: ProjectionConfig,
+        encoder: "CLIPEncoder",
+        projection: Projection,
         normalize_images: bool = False,
         alpha: float = DEFAULT_ALPHA,
     ) -> None:
@@ -37,18 +41,33 @@ class ZeroShotEngine:
     def num_views(self) -> int:
         return self.projection.num_views
 
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.device
+
+    def cache_parts(self) -> Dict[str, Any]:
+        """Everything about this engine that decides its components (for cache keys)."""
+        return {"weights": self.encoder.info.fingerprint, "projection": self.projection.to_dict(),
+                "normalize_images": self.normalize_images, "alpha": self.alpha}
+
+    def text_features(self, classes: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+        """Class text features ``(K, D)``: each class's templates averaged (docs/method.md §3.3)."""
+        return self.encoder.encode_text(list(classes), list(templates))
+
     def images(self, points: torch.Tensor) -> torch.Tensor:
         """Encoder inputs ``(B, V, 3, S, S)`` of ``points: (B, N, 3)``."""
         mean, std = (self.encoder.mean, self.encoder.std) if self.normalize_images else (None, None)
-        return project_images(points.to(self.encoder.device), self.projection, self.encoder.image_size, mean, std)
+        return self.projection.images(points.to(self.encoder.device), self.encoder.image_size, mean, std)
 
     @torch.no_grad()
-    def forward_features(self, points: torch.Tensor) -> DenseFeatures:
+    def forward_features(self, points: torch.Tensor) -> "DenseFeatures":
         """Per-view features of ``points: (B, N, 3)``.
 
         Returns ``DenseFeatures`` with ``global_: (B, V, D)``, ``spatial: (B, V, L, D)``,
         ``global_raw: (B, V, D)``.
         """
+        from pointcalip.encoders import DenseFeatures
+
         imgs = self.images(points)
         b, v = imgs.shape[:2]
         feats = self.encoder.encode_image_dense(imgs.flatten(0, 1))
@@ -58,7 +77,7 @@ class ZeroShotEngine:
             feats.global_raw.view(b, v, -1),
         )
 
-    def forward_head(self, features: DenseFeatures, text: torch.Tensor) -> torch.Tensor:
+    def forward_head(self, features: "DenseFeatures", text: torch.Tensor) -> torch.Tensor:
         """CALIP components ``(B, V, 3, K)`` of per-view features against ``text: (K, D)``."""
         b, v, d = features.global_.shape
         comps = calip_components(
@@ -92,6 +111,58 @@ class ZeroShotEngine:
 def point_batches(
     points: np.ndarray, batch_size: int, progress: bool = False, desc: str = "encoding"
 ) -> Iterator[torch.Tensor]:
-    """Consecutive ``(b, N, 3)`` tensors of ``points: (B, N, 3)``, with a progress bar."""
-    for start in tqdm(range(0, len(points), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-        yield torch.from_numpy(np.ascontiguousarray(points[start : start + batch_size]))
+    """Consecutive ``(b, N, 3)`` tensors of ``points: (B, N, 3)``, with a progress bar (ETA)."""
+    n = len(points)
+    with tqdm(total=n, desc=desc, unit="cloud", disable=not progress, leave=False) as bar:
+        for start in range(0, n, batch_size):
+            batch = points[start : start + batch_size]
+            yield torch.from_numpy(np.ascontiguousarray(batch))
+            bar.update(len(batch))
+
+
+def build_engine(
+    backbone: str,
+    pretrained: str,
+    projection: Union[str, Projection],
+    device: str = "auto",
+    *,
+    normalize_images: bool = False,
+    alpha: float = DEFAULT_ALPHA,
+    runtime: str = "torch",
+    precision: str = "fp32",
+    encoder: Optional["CLIPEncoder"] = None,
+) -> ZeroShotEngine:
+    """The one factory for encoder + projection (+ text side via :meth:`ZeroShotEngine.text_features`).
+
+    Args:
+        backbone: open_clip model name or model-config ``.json``.
+        pretrained: open_clip tag, local checkpoint, or ``"random"``.
+        projection: a registered preset name or a :class:`Projection`.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        normalize_images: apply CLIP mean/std to the images.
+        alpha: CALIP attention scale.
+        runtime, precision: how the image encoder runs (docs/method.md §3.4).
+        encoder: an already loaded encoder (then backbone/pretrained/device/runtime are unused).
+    """
+    proj = get_projection(projection) if isinstance(projection, str) else projection
+    if encoder is None:
+        encoder = _load_encoder(backbone, pretrained, device, runtime, precision)
+    return ZeroShotEngine(encoder, proj, normalize_images, alpha)
+
+
+def _load_encoder(backbone: str, pretrained: str, device: str, runtime: str, precision: str) -> "CLIPEncoder":
+    import inspect
+
+    from pointcalip.encoders import load_encoder
+
+    if "runtime" in inspect.signature(load_encoder).parameters:
+        return load_encoder(backbone, pretrained, device, runtime=runtime, precision=precision)
+    return load_encoder(backbone, pretrained, device)
+
+
+def engine_from_config(cfg: Any, encoder: Optional["CLIPEncoder"] = None) -> ZeroShotEngine:
+    """:func:`build_engine` with the model fields of a config (eval, classify, few-shot)."""
+    return build_engine(cfg.backbone, cfg.pretrained, cfg.projection, cfg.device,
+                        normalize_images=cfg.normalize_images, alpha=cfg.alpha,
+                        runtime=getattr(cfg, "runtime", "torch"), precision=getattr(cfg, "precision", "fp32"),
+                        encoder=encoder)

@@ -8,7 +8,6 @@ or ``search: test`` (the reference's protocol, an oracle tuned on test labels).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +17,11 @@ import numpy as np
 import torch
 
 from pointcalip.aggregation import ORACLE_LABEL, SearchResult, logits_from_components, run_search
-from pointcalip.cache import ComponentCache, cache_key
+from pointcalip.components import EvalModel, dataset_components
 from pointcalip.config import EvalConfig
-from pointcalip.engine import ZeroShotEngine
 from pointcalip.metrics import classification_metrics
-from pointcalip.projection import get_preset
 from pointcalip.report import package_versions, plot_confusion, summary_table, write_json, write_predictions
-from pointcalip.splits import stratified_holdout
-
-COMPONENTS_VERSION = "components-v1"
-
+from pointcalip.datasets.splits import stratified_holdout
 
 @dataclass
 class Selection:
@@ -45,58 +39,6 @@ class Selection:
         if self.search is not None:
             out["search"] = dataclasses.asdict(self.search)
         return out
-
-
-class EvalModel:
-    """The encoder and engine of an evaluation; the class text features are encoded only when
-    an image must be encoded (a run served from the component cache never needs them)."""
-
-    def __init__(self, cfg: EvalConfig, classes: Sequence[str]) -> None:
-        from pointcalip.encoders import load_encoder
-
-        t0 = time.perf_counter()
-        self.encoder = load_encoder(cfg.backbone, cfg.pretrained, cfg.device)
-        self.seconds_load = time.perf_counter() - t0
-        self.engine = ZeroShotEngine(self.encoder, get_preset(cfg.projection), cfg.normalize_images, cfg.alpha)
-        self._classes = list(classes)
-        self._templates = list(cfg.templates)
-        self._text: Optional[torch.Tensor] = None
-
-    @property
-    def text(self) -> torch.Tensor:
-        if self._text is None:
-            self._text = self.encoder.encode_text(self._classes, self._templates)
-        return self._text
-
-
-def components_key(cfg: EvalConfig, dataset, split: str, indices: Optional[np.ndarray], weights_fp: str) -> str:
-    """Cache key of one dataset subset's components."""
-    idx = "all" if indices is None else hashlib.sha256(np.asarray(indices, np.int64).tobytes()).hexdigest()[:16]
-    return cache_key({
-        "version": COMPONENTS_VERSION, "dataset": cfg.dataset, "variant": getattr(dataset, "variant", None),
-        "split": split, "indices": idx, "num_points": cfg.num_points, "data": dataset.fingerprint(),
-        "backbone": Path(cfg.backbone).name, "weights": weights_fp,
-        "projection": dataclasses.asdict(get_preset(cfg.projection)), "normalize_images": cfg.normalize_images,
-        "templates": list(cfg.templates), "classes": list(dataset.classes), "alpha": cfg.alpha,
-    })
-
-
-def dataset_components(
-    cfg: EvalConfig, model: EvalModel, dataset, split: str, indices: Optional[np.ndarray] = None
-) -> Tuple[torch.Tensor, np.ndarray, bool]:
-    """``(components (B, V, 3, K), labels (B,), from_cache)`` of a dataset (subset)."""
-    points = dataset.points if indices is None else dataset.points[indices]
-    labels = dataset.labels if indices is None else dataset.labels[indices]
-    cache = ComponentCache(cfg.cache_dir)
-    key = components_key(cfg, dataset, split, indices, model.encoder.info.fingerprint)
-    if cfg.use_cache:
-        hit = cache.load(key)
-        if hit is not None and np.array_equal(hit["labels"], labels):
-            return torch.from_numpy(hit["components"]), labels, True
-    comps = model.engine.components_of_array(points, model.text, cfg.batch_size, cfg.progress, desc=f"encoding {split}")
-    if cfg.use_cache:
-        cache.save(key, {"components": comps.numpy(), "labels": labels}, meta={"split": split, "n": len(labels)})
-    return comps, labels, False
 
 
 def select(cfg: EvalConfig, test_comps: torch.Tensor, test_labels: np.ndarray, val: Optional[Tuple[torch.Tensor, np.ndarray]]) -> Selection:
@@ -135,20 +77,40 @@ def write_outputs(
     return results
 
 
+def select_prompts_on_val(cfg: EvalConfig, model: EvalModel, train: Any, idx: np.ndarray) -> Dict[str, Any]:
+    """``prompt_select: val``: one sentence (or the mean) per class, chosen on held-out training clouds."""
+    from pointcalip.components import global_features
+    from pointcalip.prompts import select_prompts
+
+    sentences = model.sentences
+    feats = model.encoder.sentence_features(sentences)
+    glob = global_features(model, train, idx, cfg.batch_size, cfg.progress)
+    sel = select_prompts(glob, torch.from_numpy(train.labels[idx]), feats, cfg.resolved_view_weights())
+    model.set_text(sel.text, {"prompts_selected": [s[c] if c >= 0 else "mean" for s, c in zip(sentences, sel.chosen)]})
+    return {"selected_by": f"greedy per class, 2 passes, on {len(idx)} held-out training clouds",
+            "val_accuracy_before": sel.accuracy_before, "val_accuracy_after": sel.accuracy_after,
+            "chosen": {c: (s[i] if i >= 0 else "mean of all sentences")
+                       for c, s, i in zip(model.classes, sentences, sel.chosen)}}
+
+
 def run_eval(cfg: EvalConfig) -> Dict[str, Any]:
     """Evaluate per ``cfg``; writes ``cfg.output``/{results.json,predictions.npz,confusion.png}."""
-    from pointcalip.data import build_dataset
+    from pointcalip.datasets import build_dataset
 
     t_start = time.perf_counter()
     test = build_dataset(cfg.dataset, cfg.data_root, cfg.split, num_points=cfg.num_points, variant=cfg.variant)
     model = EvalModel(cfg, test.classes)
+    train, idx, prompts = None, None, None
+    if cfg.search == "val" or cfg.prompt_select == "val":
+        train = build_dataset(cfg.dataset, cfg.data_root, "train", num_points=cfg.num_points, variant=cfg.variant)
+        idx = stratified_holdout(train.labels, cfg.val_fraction, cfg.seed)
+    if cfg.prompt_select == "val":
+        prompts = select_prompts_on_val(cfg, model, train, idx)
     t0 = time.perf_counter()
     comps, labels, cached = dataset_components(cfg, model, test, cfg.split)
     t_encode = time.perf_counter() - t0
     val = None
     if cfg.search == "val":
-        train = build_dataset(cfg.dataset, cfg.data_root, "train", num_points=cfg.num_points, variant=cfg.variant)
-        idx = stratified_holdout(train.labels, cfg.val_fraction, cfg.seed)
         val_comps, val_labels, _ = dataset_components(cfg, model, train, "train", idx)
         val = (val_comps, val_labels)
     t0 = time.perf_counter()
@@ -161,12 +123,23 @@ def run_eval(cfg: EvalConfig) -> Dict[str, Any]:
                     "num_samples": int(len(labels)), "classes": list(test.classes)},
         "weights": dataclasses.asdict(model.encoder.info),
         "oracle": cfg.search == "test",
+        "validation": _validation_note(cfg, train, idx, len(labels)),
+        "prompts": prompts,
         "timings": {"load_model_s": model.seconds_load, "encode_s": t_encode, "components_from_cache": cached,
                     "search_s": t_search, "total_s": time.perf_counter() - t_start},
     }
     tag = f" [{ORACLE_LABEL}]" if cfg.search == "test" else ""
     title = f"{cfg.dataset} {cfg.split} · {Path(cfg.backbone).name} · {cfg.method}{tag}"
     return write_outputs(Path(cfg.output), test.classes, labels, logits, comps.numpy(), selection, results, title)
+
+
+def _validation_note(cfg: EvalConfig, train: Any, idx: Optional[np.ndarray], num_test: int) -> Optional[Dict[str, Any]]:
+    """How large the held-out selection split is, next to the test split (its extra encoding cost)."""
+    if idx is None:
+        return None
+    return {"source": "training split, class-stratified hold-out", "fraction": cfg.val_fraction, "seed": cfg.seed,
+            "num_samples": int(len(idx)), "num_train": int(len(train)),
+            "extra_encoding_vs_test": round(len(idx) / max(num_test, 1), 3)}
 
 
 def format_summary(results: Dict[str, Any]) -> str:

@@ -2,9 +2,11 @@
 
 Symbols: ``V`` views, ``H x W`` depth-map size.
 
-The maps are exactly what the CLIP encoder sees (SPEC §2, before resizing), shown with a
-black background and **nearer = brighter**: on the non-empty pixels of a view,
-``value = 0.2 + 0.8 * (zmax - z) / (zmax - zmin)`` so the farthest point is still visible.
+Each projection decides how its maps are shown (``Projection.preview``). Scatter depth maps
+(docs/method.md §2, before resizing) get a black background and **nearer = brighter**: on the
+non-empty pixels of a view, ``value = 0.2 + 0.8 * (zmax - z) / (zmax - zmin)`` so the farthest
+point is still visible. Realistic images (§9) are already pictures: shown exactly as the
+encoder sees them (white background, nearer is darker).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from pointcalip.atomic import atomic_open
 
-__all__ = ["RenderOutput", "contact_sheet", "render_cloud", "render_file", "shade_depth", "view_labels"]
+__all__ = ["RenderOutput", "contact_sheet", "render_cloud", "render_file", "shade_depth"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 MIN_BRIGHTNESS = 0.2
@@ -58,14 +60,6 @@ def shade_depth(depth: np.ndarray) -> np.ndarray:
     return out.reshape(d.shape)
 
 
-def view_labels(views: Sequence[Tuple[float, float, float]]) -> List[str]:
-    """``"view 0 (0, 0, 90)"``: index and Euler angles ``(ax, ay, az)`` in degrees of each view."""
-    def deg(a: float) -> str:
-        return f"{math.degrees(a):g}"
-
-    return [f"view {i} ({deg(ax)}, {deg(ay)}, {deg(az)})" for i, (ax, ay, az) in enumerate(views)]
-
-
 def _grid(v: int) -> Tuple[int, int]:
     """``(rows, cols)`` of a near-square grid for ``v`` tiles (6 -> 2 x 3, 10 -> 3 x 4)."""
     rows = max(1, int(math.floor(math.sqrt(v))))
@@ -100,26 +94,28 @@ def render_cloud(points: np.ndarray, out_dir: PathLike, projection) -> RenderOut
     Writes ``view_00.png`` ... (one per view, ``H x W`` grey), ``views.png`` (contact sheet)
     and ``depth.npy`` (``float32 (V, H, W)``, the raw maps).
     """
+    import torch
     from PIL import Image
 
-    from pointcalip.api import render_depth
-
     out = Path(out_dir)
-    depth = render_depth([points], projection)[0]  # (V, H, W)
-    grey = shade_depth(depth)
+    pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))[None]
+    depth = projection.maps(pts)[0].cpu().numpy()  # (V, H, W)
+    grey = np.round(projection.preview(pts)[0].cpu().numpy() * 255.0).astype(np.uint8)
     views = tuple(_save_png(Image.fromarray(g, mode="L"), out / f"view_{k:02d}.png") for k, g in enumerate(grey))
-    sheet = _save_png(contact_sheet(grey, view_labels(projection.views)), out / "views.png")
+    sheet = _save_png(contact_sheet(grey, projection.view_labels()), out / "views.png")
     depth_path = out / "depth.npy"
     with atomic_open(depth_path, "wb") as f:
         np.save(f, depth.astype(np.float32))
     return RenderOutput(views, sheet, depth_path, tuple(depth.shape))
 
 
-def render_file(path: PathLike, out_dir: PathLike, preset: str = "pointclip", num_points: int = 1024) -> RenderOutput:
-    """Load ``path`` (:func:`pointcalip.io.load_point_cloud`) and :func:`render_cloud` it."""
-    from pointcalip.io import load_point_cloud
-    from pointcalip.projection import get_preset
+def render_file(
+    path: PathLike, out_dir: PathLike, preset: str = "pointclip", num_points: int = 1024, up_axis: str = "y"
+) -> RenderOutput:
+    """Load ``path`` (:func:`pointcalip.clouds.load_point_cloud`) and :func:`render_cloud` it."""
+    from pointcalip.clouds import load_point_cloud
+    from pointcalip.projection import get_projection
 
-    projection = get_preset(preset)
-    points = load_point_cloud(path, num_points)
+    projection = get_projection(preset)
+    points = load_point_cloud(path, num_points, up_axis=up_axis)
     return render_cloud(points, out_dir, projection)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pointcalip.synthetic import make_mug_mesh, make_object
+from pointcalip.testing.shapes import make_mug_mesh, make_object
 
 NUM_POINTS = 1024
 SEEDS = {"chair": 1, "table": 2, "airplane": 3, "lamp": 4}

@@ -13,9 +13,9 @@ import torch
 
 from pointcalip.aggregation import logits_from_components
 from pointcalip.api import Prediction, ZeroShotClassifier
-from pointcalip.io import prepare_cloud, read_point_cloud
+from pointcalip.clouds import prepare_cloud, read_point_cloud
 from pointcalip.cli import main
-from pointcalip.data import class_names
+from pointcalip.datasets import class_names
 from pointcalip.encoders import CLIPEncoder
 from pointcalip.errors import ConfigError, PointCloudError
 from pointcalip.projection import get_preset, project_depth

@@ -14,10 +14,10 @@ import torch
 from pointcalip.aggregation import ORACLE_LABEL, logits_from_components
 from pointcalip.attention import calip_components
 from pointcalip.cli import main
-from pointcalip.datagen import write_modelnet40
+from pointcalip.testing.datasets import write_modelnet40
 from pointcalip.engine import ZeroShotEngine
 from pointcalip.projection import get_preset, project_images
-from pointcalip.splits import stratified_holdout
+from pointcalip.datasets.splits import stratified_holdout
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_eval_writes_three_files(modelnet_root, tiny_resnet, tmp_path, capsys) -
     # logits are exactly what the SPEC's aggregation gives from the stored components
     again = logits_from_components(torch.from_numpy(pred["view_components"]), [1.0] * 6, 1.12, 0.02)
     np.testing.assert_allclose(pred["logits"], again.numpy(), rtol=1e-5, atol=1e-5)
-    from pointcalip.data import build_dataset
+    from pointcalip.datasets import build_dataset
 
     np.testing.assert_array_equal(pred["labels"], build_dataset("modelnet40", modelnet_root, "test").labels)
     assert sorted(pred["labels"].tolist()) == list(range(40))  # dataset order, one test cloud per class
@@ -60,7 +60,7 @@ def test_eval_writes_three_files(modelnet_root, tiny_resnet, tmp_path, capsys) -
 
 def test_pipeline_matches_per_view_loop(resnet_encoder, modelnet_root) -> None:
     """Engine components == project each cloud, encode each view alone, loop SPEC §4."""
-    from pointcalip.data import build_dataset
+    from pointcalip.datasets import build_dataset
 
     ds = build_dataset("modelnet40", modelnet_root, "test", num_points=1024)
     cfg = get_preset("pointclip")
@@ -77,7 +77,7 @@ def test_pipeline_matches_per_view_loop(resnet_encoder, modelnet_root) -> None:
 
 
 def test_point_permutation_does_not_change_predictions(vit_encoder, modelnet_root) -> None:
-    from pointcalip.data import build_dataset
+    from pointcalip.datasets import build_dataset
 
     ds = build_dataset("modelnet40", modelnet_root, "test", num_points=1024)
     engine = ZeroShotEngine(vit_encoder, get_preset("pointclip"))
@@ -122,7 +122,7 @@ def test_search_val_selects_on_heldout_train(modelnet_root, tiny_resnet, tmp_pat
     assert _eval(modelnet_root, tiny_resnet, out, tmp_path / "cache", "--search", "val") == 0
     res = json.loads((out / "results.json").read_text())
     sel = res["selection"]
-    from pointcalip.data import build_dataset
+    from pointcalip.datasets import build_dataset
 
     train = build_dataset("modelnet40", modelnet_root, "train", num_points=1024)
     n_val = len(stratified_holdout(train.labels, 0.2, 0))

@@ -15,7 +15,7 @@ import torch
 
 from pointcalip.aggregation import logits_from_components
 from pointcalip.cli import main
-from pointcalip.datagen import write_modelnet40
+from pointcalip.testing.datasets import write_modelnet40
 from pointcalip.engine import ZeroShotEngine
 from pointcalip.fewshot.config import FewShotConfig, validate
 from pointcalip.fewshot.evaluate import load_head, save_head
@@ -24,7 +24,7 @@ from pointcalip.fewshot.train import (
     augment_points, batch_order, learning_rate, run_fewshot, smooth_cross_entropy,
 )
 from pointcalip.projection import get_preset
-from pointcalip.splits import kshot_indices, short_classes
+from pointcalip.datasets.splits import kshot_indices, short_classes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def two_class(resnet_encoder, data_root):
     """Features ``(8 clouds, 10 views)`` of 2 ModelNet10 classes (4 each) and their text."""
-    from pointcalip.data import build_dataset
+    from pointcalip.datasets import build_dataset
 
     ds = build_dataset("modelnet10", data_root, "train", num_points=256)
     idx = np.concatenate([np.flatnonzero(ds.labels == c)[:4] for c in (2, 8)])  # chair, table

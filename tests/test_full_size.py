@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pointcalip.cli import main
-from pointcalip.datagen import write_modelnet40
+from pointcalip.testing.datasets import write_modelnet40
 from pointcalip.encoders import load_encoder
 
 pytestmark = pytest.mark.slow

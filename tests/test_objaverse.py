@@ -17,7 +17,7 @@ from pointcalip.cli import main
 from pointcalip.datasets import build_dataset, class_names, download_dataset
 from pointcalip.datasets.npy_safe import load_npy
 from pointcalip.errors import ConfigError, DatasetError, DownloadError
-from pointcalip.io import prepare_cloud
+from pointcalip.clouds import prepare_cloud
 from pointcalip.testing.datasets import LVIS_TEST_CATEGORIES, write_objaverse_lvis, write_openshape_npy
 
 NPTS = 300  # points per generated object

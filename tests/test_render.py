@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pointcalip.io import read_point_cloud
+from pointcalip.clouds import read_point_cloud
 from pointcalip.cli import main
-from pointcalip.io import load_point_cloud
+from pointcalip.clouds import load_point_cloud
 from pointcalip.projection import get_preset, project_depth
-from pointcalip.render import MIN_BRIGHTNESS, shade_depth, view_labels
+from pointcalip.render import MIN_BRIGHTNESS, shade_depth
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
@@ -101,5 +101,5 @@ def test_shade_depth() -> None:
 
 
 def test_view_labels() -> None:
-    labels = view_labels(get_preset("pointclip").views)
+    labels = get_preset("pointclip").view_labels()
     assert len(labels) == 6 and labels[0] == "view 0 (0, 0, 90)"

@@ -24,7 +24,7 @@ one split, ``test`` (the whole LVIS set is the zero-shot benchmark).
 
 Per object, read lazily in :meth:`ObjaverseLVIS.points_of`: validate (finite, not
 degenerate), centre and scale into the unit ball, put in canonical order and reduce to
-``num_points`` by farthest point sampling (``pointcalip.io.prepare_cloud``). An object
+``num_points`` by farthest point sampling (``pointcalip.clouds.prepare_cloud``). An object
 with fewer points than ``num_points`` is padded by repeating its points cyclically
 (``p[i mod N]``): repeated points fall on pixels already drawn, so a depth map is the
 one of the unpadded cloud.
@@ -208,7 +208,7 @@ def read_object_xyz(path: Path) -> np.ndarray:
 
 def prepare_object(xyz: np.ndarray, num_points: int, source: str) -> np.ndarray:
     """``xyz (N, 3)`` -> ``float32 (num_points, 3)``: validate, unit ball, FPS, cyclic padding when ``N < num_points``."""
-    from pointcalip.io import prepare_cloud
+    from pointcalip.clouds import prepare_cloud
 
     cloud = prepare_cloud(xyz, num_points, True, source)
     if len(cloud) < num_points:

@@ -1,24 +1,22 @@
 """Few-shot training configuration: a frozen dataclass, YAML presets and overrides.
 
 Precedence: dataclass defaults (the SPEC §6 recipe) < YAML file
-(``configs/*_fewshot.yaml``) < command-line options.
+(the package's ``*_fewshot`` presets) < command-line options.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from pointcalip.attention import DEFAULT_ALPHA, DEFAULT_BETA2, DEFAULT_BETA3
-from pointcalip.config import DATASETS, FEW_SHOT_TEMPLATE, layered, update_dataclass
+from pointcalip.config import FEW_SHOT_TEMPLATE, config_to_dict, layered
 from pointcalip.errors import ConfigError
-from pointcalip.projection import PRESETS
+from pointcalip.projection import projection_names
 
 HEADS: Tuple[str, ...] = ("adapter", "calip_fs", "both")
 SHOTS: Tuple[int, ...] = (1, 2, 4, 8, 16)
-DEFAULT_FEWSHOT_CONFIG = Path(__file__).resolve().parent.parent.parent / "configs" / "modelnet40_fewshot.yaml"
+DEFAULT_FEWSHOT_CONFIG = "modelnet40_fewshot"
 
 # Settings that must not change when a run is resumed (anything that changes the numbers).
 RESUME_KEYS: Tuple[str, ...] = (
@@ -31,7 +29,7 @@ RESUME_KEYS: Tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class FewShotConfig:
-    """Everything ``pointcalip fewshot`` needs; see ``configs/modelnet40_fewshot.yaml``.
+    """Everything ``pointcalip fewshot`` needs; see the preset ``modelnet40_fewshot``.
 
     Defaults are the SPEC §6 recipe (PointCLIP's few-shot adapter training).
     """
@@ -74,12 +72,13 @@ class FewShotConfig:
     feature_cache_dir: Optional[str] = None
     encode_batch_size: int = 32
     device: str = "auto"
+    runtime: str = "auto"
+    precision: str = "fp32"
     output: str = "out/fewshot"
     progress: bool = True
 
     def to_dict(self) -> Dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v, tuple) else v)
-                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+        return config_to_dict(self)
 
     def resume_view(self) -> Dict[str, Any]:
         """The settings a resumed run must share with the interrupted one."""
@@ -96,9 +95,12 @@ def _check(cond: bool, message: str) -> None:
 
 def validate(cfg: FewShotConfig) -> FewShotConfig:
     """Raise ``ConfigError`` naming the first bad value; return ``cfg``."""
-    _check(cfg.dataset in DATASETS, f"invalid dataset {cfg.dataset!r}; valid: {', '.join(DATASETS)}")
+    from pointcalip.datasets import dataset_names
+
+    names = dataset_names()
+    _check(cfg.dataset in names, f"invalid dataset {cfg.dataset!r}; valid: {', '.join(names)}")
     _check(cfg.head in HEADS, f"invalid head {cfg.head!r}; valid: {', '.join(HEADS)}")
-    _check(cfg.projection in PRESETS, f"invalid projection {cfg.projection!r}; valid: {', '.join(PRESETS)}")
+    _check(cfg.projection in projection_names(), f"invalid projection {cfg.projection!r}; valid: {', '.join(projection_names())}")
     _check(cfg.shots >= 1, f"shots must be >= 1 (usually one of {', '.join(map(str, SHOTS))}); got {cfg.shots}")
     _check(cfg.val_per_class >= 0, f"val_per_class must be >= 0; got {cfg.val_per_class}")
     _check(cfg.epochs >= 1 and cfg.batch_size >= 1 and cfg.encode_batch_size >= 1 and cfg.num_points >= 1,
@@ -115,11 +117,6 @@ def validate(cfg: FewShotConfig) -> FewShotConfig:
     for t in cfg.templates:
         _check("{}" in t, f"template {t!r} has no '{{}}' for the class name")
     return cfg
-
-
-def from_mapping(data: Mapping[str, Any], base: Optional[FewShotConfig] = None, source: str = "config") -> FewShotConfig:
-    """A new config: ``base`` (default: defaults) updated by ``data``; unknown keys are errors."""
-    return update_dataclass(base or FewShotConfig(), data, source)
 
 
 def build_fewshot_config(path: Optional[str], overrides: Mapping[str, Any]) -> FewShotConfig:

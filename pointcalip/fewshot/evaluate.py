@@ -23,7 +23,7 @@ from pointcalip.encoders import CLIPEncoder, DenseFeatures
 from pointcalip.engine import ZeroShotEngine, point_batches
 from pointcalip.errors import ConfigError, WeightsError
 from pointcalip.fewshot.heads import FewShotHead
-from pointcalip.projection import ProjectionConfig, get_preset
+from pointcalip.projection import Projection, get_projection, projection_from_dict
 from pointcalip.report import write_json
 
 HEAD_FORMAT = "pointcalip-fewshot-head-v1"
@@ -90,13 +90,10 @@ def load_head(path: str, device: torch.device | str = "cpu") -> Tuple[FewShotHea
     return head_from_state(tensors, meta, device), meta
 
 
-def projection_of(meta: Mapping[str, Any]) -> ProjectionConfig:
+def projection_of(meta: Mapping[str, Any]) -> Projection:
     """The projection a head was trained with."""
     pc = meta.get("projection_config")
-    if not pc:
-        return get_preset(meta["projection"])
-    return ProjectionConfig(pc["name"], tuple(tuple(float(a) for a in v) for v in pc["views"]),
-                            float(pc["distance"]), int(pc["resolution"]))
+    return projection_from_dict(pc) if pc else get_projection(meta["projection"])
 
 
 def encode_batches(engine: ZeroShotEngine, points: np.ndarray, batch_size: int, keep_spatial: bool = True,
@@ -200,10 +197,10 @@ def write_head_results(out_dir: Path, head: FewShotHead, meta: Mapping[str, Any]
 
 
 def _dataset_for_head(cfg, meta: Mapping[str, Any]):
-    from pointcalip.data import build_dataset
+    from pointcalip.datasets import build_dataset, get_dataset_info
 
     variant = cfg.variant if cfg.variant is not None or cfg.dataset != meta["dataset"] else meta.get("variant")
-    variant = variant if cfg.dataset == "scanobjectnn" else None
+    variant = variant if get_dataset_info(cfg.dataset).variants else None
     ds = build_dataset(cfg.dataset, cfg.data_root, cfg.split, num_points=int(meta["num_points"]), variant=variant)
     if list(ds.classes) != list(meta["classes"]):
         raise ConfigError(f"{cfg.head} was trained on {meta['dataset']} ({len(meta['classes'])} classes) but "
@@ -218,19 +215,21 @@ def run_head_eval(cfg) -> Dict[str, Any]:
     ``num_points`` come from the head file; dataset, split, data root, weights, device,
     batch size and output come from ``cfg`` (an :class:`~pointcalip.config.EvalConfig`).
     """
-    from pointcalip.encoders import load_encoder
+    from pointcalip.engine import build_engine
 
     t_start = time.perf_counter()
     tensors, meta = read_head_file(cfg.head)
     dataset = _dataset_for_head(cfg, meta)
     t0 = time.perf_counter()
-    encoder = load_encoder(cfg.backbone, cfg.pretrained, cfg.device)
+    engine = build_engine(cfg.backbone, cfg.pretrained, projection_of(meta), cfg.device,
+                          normalize_images=bool(meta["normalize_images"]), alpha=float(meta["alpha"]),
+                          runtime=cfg.runtime, precision=cfg.precision)
+    encoder = engine.encoder
     t_load = time.perf_counter() - t0
     check_weights(encoder, meta, cfg.head)
     head = head_from_state(tensors, meta, encoder.device)
-    engine = ZeroShotEngine(encoder, projection_of(meta), bool(meta["normalize_images"]), float(meta["alpha"]))
     t0 = time.perf_counter()
-    logits, comps = predict(head, engine, dataset.points, cfg.batch_size, cfg.progress)
+    logits, comps = predict(head, engine, dataset.points_of(np.arange(len(dataset))), cfg.batch_size, cfg.progress)
     config = {**cfg.to_dict(), "projection": meta["projection"], "templates": meta["templates"],
               "alpha": meta["alpha"], "normalize_images": meta["normalize_images"], "num_points": meta["num_points"]}
     timings = {"load_model_s": t_load, "encode_s": time.perf_counter() - t0, "components_from_cache": False,

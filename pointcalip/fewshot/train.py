@@ -36,16 +36,15 @@ from pointcalip.aggregation import accuracy
 from pointcalip.atomic import atomic_open
 from pointcalip.cache import ComponentCache, cache_key
 from pointcalip.encoders import CLIPEncoder, DenseFeatures
-from pointcalip.engine import ZeroShotEngine
+from pointcalip.engine import ZeroShotEngine, engine_from_config
 from pointcalip.errors import ConfigError, PointcalipError
 from pointcalip.fewshot.config import FewShotConfig
 from pointcalip.fewshot.evaluate import (
     build_head, encode_batches, head_logits, load_head, predict, save_head, to_device, write_head_results,
 )
 from pointcalip.fewshot.heads import FewShotHead
-from pointcalip.projection import get_preset
 from pointcalip.report import write_json
-from pointcalip.splits import kshot_indices, short_classes
+from pointcalip.datasets.splits import kshot_indices, short_classes
 
 LOG_FIELDS = ("epoch", "lr", "loss", "train_acc", "val_acc", "seconds")
 STATE_VERSION = 1
@@ -158,19 +157,19 @@ def sample_sets(cfg: FewShotConfig, train) -> Tuple[np.ndarray, np.ndarray, Dict
 
 def _features(cfg: FewShotConfig, engine: ZeroShotEngine, ds, indices: np.ndarray, keep_spatial: bool,
               desc: str) -> DenseFeatures:
-    """Un-augmented features of ``ds.points[indices]``, from/to ``cfg.feature_cache_dir`` when set."""
+    """Un-augmented features of ``ds.points_of(indices)``, from/to ``cfg.feature_cache_dir`` when set."""
     key = None
     if cfg.feature_cache_dir:
         key = "fs-" + cache_key({
             "v": 1, "data": ds.fingerprint(), "indices": hashlib.sha256(indices.astype(np.int64).tobytes()).hexdigest(),
-            "weights": engine.encoder.info.fingerprint, "projection": get_preset(cfg.projection).__repr__(),
+            "weights": engine.encoder.info.fingerprint, "projection": engine.projection.to_dict(),
             "normalize": cfg.normalize_images, "spatial": keep_spatial})
         hit = ComponentCache(cfg.feature_cache_dir).load(key)
         if hit is not None:
             return DenseFeatures(torch.from_numpy(hit["global_"]),
                                  torch.from_numpy(hit["spatial"]) if keep_spatial else None,
                                  torch.from_numpy(hit["global_raw"]))
-    feats = encode_batches(engine, ds.points[indices], cfg.encode_batch_size, keep_spatial, cfg.progress, desc)
+    feats = encode_batches(engine, ds.points_of(indices), cfg.encode_batch_size, keep_spatial, cfg.progress, desc)
     if key is not None:
         arrays = {"global_": feats.global_.numpy(), "global_raw": feats.global_raw.numpy()}
         if keep_spatial:
@@ -181,17 +180,15 @@ def _features(cfg: FewShotConfig, engine: ZeroShotEngine, ds, indices: np.ndarra
 
 def prepare(cfg: FewShotConfig) -> Tuple[Prepared, Dict[str, Any]]:
     """Load data and encoder, draw the K-shot/validation sets, encode what is cached."""
-    from pointcalip.data import build_dataset
-    from pointcalip.encoders import load_encoder
-
+    from pointcalip.datasets import build_dataset
     train = build_dataset(cfg.dataset, cfg.data_root, "train", num_points=cfg.num_points, variant=cfg.variant)
     test = build_dataset(cfg.dataset, cfg.data_root, "test", num_points=cfg.num_points, variant=cfg.variant)
     kshot, val, record = sample_sets(cfg, train)
     t0 = time.perf_counter()
-    encoder = load_encoder(cfg.backbone, cfg.pretrained, cfg.device)
+    engine = engine_from_config(cfg)
+    encoder = engine.encoder
     t_load = time.perf_counter() - t0
-    engine = ZeroShotEngine(encoder, get_preset(cfg.projection), cfg.normalize_images, cfg.alpha)
-    text = encoder.encode_text(train.classes, cfg.templates)
+    text = engine.text_features(train.classes, cfg.templates)
     spatial = cfg.head in ("calip_fs", "both")
     t0 = time.perf_counter()
     train_feats = _features(cfg, engine, train, kshot, spatial, "encoding K-shot set") if cfg.cache_features else None
@@ -214,14 +211,13 @@ def new_head(cfg: FewShotConfig, prep: Prepared) -> FewShotHead:
 
 def head_meta(cfg: FewShotConfig, prep: Prepared, epoch: int, val_acc: Optional[float]) -> Dict[str, Any]:
     """The JSON config stored with a head file."""
-    proj = get_preset(cfg.projection)
+    proj = prep.engine.projection
     return {
         "head": cfg.head, "dim": int(prep.text.shape[1]), "num_views": proj.num_views,
         "num_classes": len(prep.train.classes), "classes": list(prep.train.classes),
         "backbone": cfg.backbone, "pretrained": cfg.pretrained, "weights_fingerprint": prep.encoder.info.fingerprint,
         "logit_scale": prep.encoder.logit_scale, "projection": cfg.projection,
-        "projection_config": {"name": proj.name, "views": [list(v) for v in proj.views], "distance": proj.distance,
-                              "resolution": proj.resolution},
+        "projection_config": proj.to_dict(),
         "normalize_images": cfg.normalize_images, "templates": list(cfg.templates), "alpha": cfg.alpha,
         "beta2_init": cfg.beta2, "beta3_init": cfg.beta3, "dropout": cfg.dropout, "fusion_init": cfg.fusion_init,
         "view_ratio": cfg.view_ratio, "dataset": cfg.dataset, "variant": getattr(prep.train, "variant", None),
@@ -274,7 +270,7 @@ def _batch_features(prep: Prepared, idx: torch.Tensor, generator: torch.Generato
     if prep.train_features is not None:
         return to_device(prep.train_features, idx, device)
     cfg = prep.cfg
-    pts = torch.from_numpy(prep.train.points[prep.kshot[idx.numpy()]])
+    pts = torch.from_numpy(prep.train.points_of(prep.kshot[idx.numpy()]))
     pts = augment_points(pts, generator, cfg.aug_scale, cfg.aug_shift, cfg.shuffle_points)
     return prep.engine.forward_features(pts)  # no_grad: the encoder is frozen
 
@@ -387,7 +383,7 @@ def run_fewshot(cfg: FewShotConfig, restart: bool = False,
     summary = fit(prep, out, restart, on_epoch_end)
     head, meta = load_head(str(out / "best.safetensors"), prep.encoder.device)
     t0 = time.perf_counter()
-    logits, comps = predict(head, prep.engine, prep.test.points, cfg.encode_batch_size, cfg.progress)
+    logits, comps = predict(head, prep.engine, prep.test.points_of(np.arange(len(prep.test))), cfg.encode_batch_size, cfg.progress)
     timings = {"load_model_s": prep.seconds_load, "encode_s": prep.seconds_encode, "test_s": time.perf_counter() - t0,
                "components_from_cache": False, "total_s": time.perf_counter() - t_start}
     results = write_head_results(out, head, meta, str(out / "best.safetensors"), prep.test, "test", logits, comps,

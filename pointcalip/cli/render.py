@@ -6,14 +6,16 @@ import argparse
 
 from pointcalip.errors import ConfigError
 
+from pointcalip.cli.options import projection_choices
+
 HELP = "save a point cloud's multi-view depth maps as PNG images and depth.npy"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="a point-cloud or mesh file (.ply .pcd .xyz .npy .obj ...)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--preset", default="pointclip", choices=("pointclip", "pointclip10"),
-                   help="projection preset: pointclip (6 views, 128 px) or pointclip10 (10 views, 224 px)")
+    p.add_argument("--preset", default="pointclip", choices=projection_choices(),
+                   help="projection preset: pointclip (6 views, 128 px), pointclip10 (10 views, 224 px), ...")
     p.add_argument("--num-points", type=int, default=1024, help="points kept by farthest point sampling (default 1024)")
 
 

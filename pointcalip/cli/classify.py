@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from pointcalip.commands.eval import add_model_arguments, overrides_from_args
+from pointcalip.cli.options import add_config_argument, add_model_arguments, dataset_choices, overrides_from_args
 from pointcalip.errors import ConfigError, PointCloudError
 
 HELP = "classify point-cloud files zero-shot over any class names (top-k with probabilities)"
 
 MODEL_OVERRIDES = ("backbone", "pretrained", "method", "beta2", "beta3", "alpha", "view_weights", "projection",
-                   "normalize_images", "templates", "num_points", "batch_size", "device")
+                   "normalize_images", "templates", "prompts", "num_points", "batch_size", "device", "runtime",
+                   "precision")
 _GLOB_CHARS = "*?["
 
 
@@ -32,9 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     vocab = p.add_mutually_exclusive_group()
     vocab.add_argument("--classes", metavar="A,B,...", help="comma-separated class names (any words)")
     vocab.add_argument("--classes-file", metavar="FILE", help="a text file with one class name per line")
-    vocab.add_argument("--dataset-classes", choices=("modelnet40", "modelnet10", "scanobjectnn"),
+    vocab.add_argument("--dataset-classes", choices=dataset_choices(),
                        help="the vocabulary of a dataset (default modelnet40)")
-    p.add_argument("--config", help="YAML config with model settings (e.g. configs/modelnet40_zeroshot.yaml)")
+    add_config_argument(p, "modelnet40_zeroshot")
     add_model_arguments(p)
     p.add_argument("--topk", type=int, default=5, help="classes shown per input (default 5, at most K)")
     p.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
@@ -65,7 +66,7 @@ def read_classes_file(path: str) -> List[str]:
 
 def vocabulary(args: argparse.Namespace, default_dataset: str) -> List[str]:
     """The ``K`` class names chosen by ``--classes``, ``--classes-file`` or ``--dataset-classes``."""
-    from pointcalip.data import class_names
+    from pointcalip.datasets import class_names
 
     if args.classes is not None:
         names = parse_class_list(args.classes)
@@ -96,7 +97,7 @@ class Row:
 
 def _folder_files(folder: Path, recursive: bool) -> List[Path]:
     """Supported point-cloud files of ``folder``, sorted (hidden files skipped)."""
-    from pointcalip.io import SUPPORTED_EXTENSIONS
+    from pointcalip.clouds import SUPPORTED_EXTENSIONS
 
     found = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(f for f in found if f.is_file() and not f.name.startswith(".")
@@ -105,7 +106,7 @@ def _folder_files(folder: Path, recursive: bool) -> List[Path]:
 
 def expand_inputs(paths: Sequence[str], recursive: bool = False) -> List[Row]:
     """One :class:`Row` per file to classify; patterns or folders with nothing usable get an error row."""
-    from pointcalip.io import SUPPORTED_EXTENSIONS
+    from pointcalip.clouds import SUPPORTED_EXTENSIONS
 
     rows: List[Row] = []
     for arg in paths:
@@ -134,7 +135,7 @@ def _chunks(rows: List[Row], size: int) -> Iterator[List[Row]]:
 
 def classify_rows(classifier: Any, rows: List[Row], topk: int) -> None:
     """Load and classify the rows without an error yet, in batches; fills ``topk``/``error``."""
-    from pointcalip.io import read_point_cloud
+    from pointcalip.clouds import read_point_cloud
 
     todo = [r for r in rows if r.error is None]
     for chunk in _chunks(todo, classifier.config.batch_size):

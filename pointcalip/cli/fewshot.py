@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, Optional
+
+from pointcalip.cli.options import add_config_argument, add_data_arguments, overrides_from_args, projection_choices
 
 HELP = "train a few-shot head (adapter / CALIP-FS) on K clouds per class and test it"
 
 OVERRIDES = ("dataset", "variant", "data_root", "num_points", "shots", "seed", "val_per_class", "backbone",
              "pretrained", "projection", "normalize_images", "templates", "head", "alpha", "beta2", "beta3",
              "epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing",
-             "cache_features", "feature_cache_dir", "encode_batch_size", "device", "output", "progress")
+             "cache_features", "feature_cache_dir", "encode_batch_size", "device", "runtime", "precision", "output", "progress")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (default configs/modelnet40_fewshot.yaml)")
+    from pointcalip.config import PRECISIONS, RUNTIMES
+    from pointcalip.fewshot.config import DEFAULT_FEWSHOT_CONFIG
+
+    add_config_argument(p, DEFAULT_FEWSHOT_CONFIG)
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", choices=("modelnet40", "modelnet10", "scanobjectnn"))
-    d.add_argument("--variant", choices=("obj_bg", "obj_only", "pb_t50_rs"), help="ScanObjectNN variant")
-    d.add_argument("--data-root", help="folder holding the dataset (default data/)")
+    add_data_arguments(d)
     d.add_argument("--num-points", type=int, help="points per cloud (default 1024)")
     d.add_argument("--shots", type=int, help="K clouds per class from the training split (1, 2, 4, 8, 16)")
     d.add_argument("--seed", type=int, help="seed of the K-shot draw, the head's init and the batches")
@@ -28,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--backbone", help="open_clip model name (RN101, RN50, ViT-B-16, ...) or a model-config .json")
     m.add_argument("--pretrained", help="open_clip tag (openai, ...) or a local checkpoint file")
-    m.add_argument("--projection", choices=("pointclip", "pointclip10"), help="projection preset (default pointclip10)")
+    m.add_argument("--projection", choices=projection_choices(), help="projection preset (default pointclip10)")
     m.add_argument("--normalize-images", action="store_const", const=True, default=None,
                    help="apply CLIP mean/std normalisation to depth images")
     m.add_argument("--templates", nargs="+", metavar="TEMPLATE", help="prompt templates with '{}' for the class")
@@ -51,28 +53,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--encode-batch-size", type=int, help="clouds per batch when only encoding")
     t.add_argument("--restart", action="store_true", help="ignore DIR/state.pt and train from scratch")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--runtime", choices=RUNTIMES, help="image-encoder runtime (default auto)")
+    p.add_argument("--precision", choices=PRECISIONS, help="encoder precision (default fp32)")
     p.add_argument("--output", help="run folder (default out/fewshot); an interrupted run there is resumed")
     p.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None)
 
 
-def overrides_from_args(args: argparse.Namespace) -> Dict[str, Any]:
-    return {k: getattr(args, k, None) for k in OVERRIDES}
-
-
-def default_config_path(explicit: Optional[str]) -> Optional[str]:
-    from pointcalip.fewshot.config import DEFAULT_FEWSHOT_CONFIG
-
-    if explicit:
-        return explicit
-    return str(DEFAULT_FEWSHOT_CONFIG) if DEFAULT_FEWSHOT_CONFIG.is_file() else None
-
-
 def run(args: argparse.Namespace) -> int:
     from pointcalip.evaluate import format_summary
-    from pointcalip.fewshot.config import build_fewshot_config
+    from pointcalip.fewshot.config import DEFAULT_FEWSHOT_CONFIG, build_fewshot_config
     from pointcalip.fewshot.train import run_fewshot
 
-    cfg = build_fewshot_config(default_config_path(args.config), overrides_from_args(args))
+    cfg = build_fewshot_config(args.config or DEFAULT_FEWSHOT_CONFIG, overrides_from_args(args, OVERRIDES))
     results = run_fewshot(cfg, restart=args.restart)
     tr = results["training"]
     print(format_summary(results))

@@ -49,7 +49,7 @@ log = logging.getLogger("pointcalip")
 
 PathLike = Union[str, "os.PathLike[str]"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-VIEW_PX = 96            # longest side of one view in the report (downscaled, never upscaled)
+VIEW_PX = 112           # longest side of one view in the file (larger ones are downscaled, never upscaled)
 MAX_POINTS_3D = 2048    # points per interactive 3D view
 LIVE_3D_LIMIT = 8       # at most this many WebGL plots alive at once (browsers cap contexts at ~16)
 _GAP = 2                # pixels between views in a contact sheet
@@ -162,7 +162,7 @@ def views_png(views: np.ndarray, view_px: Optional[int] = VIEW_PX) -> Tuple[byte
             tile = tile.resize((tw, th), Image.Resampling.LANCZOS)
         sheet.paste(tile, ((k % cols) * (tw + _GAP), (k // cols) * (th + _GAP)))
     buf = io.BytesIO()
-    sheet.save(buf, format="PNG", optimize=True)
+    sheet.save(buf, format="PNG", compress_level=6)
     return buf.getvalue(), sheet.size
 
 
@@ -315,7 +315,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px}h3{font-si
 .tile.bad b{color:var(--bad)}
 .note{background:#fff8e1;border:1px solid #f3d98b;border-radius:6px;padding:8px 12px;margin:10px 0}
 .fails{background:var(--badbg);border:1px solid #f3b8b3;border-radius:8px;padding:8px 14px;margin:10px 0}
-.fails h2{margin:4px 0 6px;color:var(--bad)}.fails ol{margin:0;padding-left:22px;max-height:260px;overflow:auto}
+.fails h2{margin:4px 0 6px;color:var(--bad)}.fails ol{margin:0;padding-left:3.2em;max-height:260px;overflow:auto}
 .fails li{margin:2px 0;word-break:break-all}.fails .msg{color:var(--muted)}
 table.kv,table.cls{border-collapse:collapse;background:var(--card);border:1px solid var(--line)}
 table.kv td,table.kv th,table.cls td,table.cls th{padding:3px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}

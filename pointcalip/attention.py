@@ -1,4 +1,4 @@
-"""CALIP parameter-free attention, batched over all views (SPEC §4).
+"""CALIP parameter-free attention, batched over all views (docs/method.md §4).
 
 Symbols: ``B`` images (here ``B * V`` view images), ``L`` spatial tokens, ``D`` width,
 ``K`` classes.
@@ -11,7 +11,8 @@ Everything downstream is linear in three per-image *components*::
 
 so they are computed once and every beta / view weight is applied afterwards.
 ``g . T_a^T`` is evaluated as ``softmax_L(A)^T (S g)`` which never materialises the
-``(B, K, D)`` tensor ``T_a``; ``reference_components`` in the tests does it the long way.
+``(B, K, D)`` tensor ``T_a``; :func:`calip_logits_naive` does it the long way, one image at a
+time, and the tests compare the two.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ DEFAULT_ALPHA = 2.0
 DEFAULT_BETA2 = 1.12
 DEFAULT_BETA3 = 0.02
 METHODS: Tuple[str, ...] = ("pointclip", "calip")
-NUM_COMPONENTS = 3
 
 
 def _check(global_: torch.Tensor, spatial: torch.Tensor, text: torch.Tensor) -> None:
@@ -71,10 +71,29 @@ def calip_components(
 
 
 def combine_betas(components: torch.Tensor, beta2: float, beta3: float) -> torch.Tensor:
-    """``c_global + beta2 c_text + beta3 c_visual``: ``(..., 3, K)`` -> ``(..., K)``.
-
-    A ``(..., 1, K)`` input (global only, ``method: pointclip``) is returned as is.
-    """
-    if components.shape[-2] == 1:
-        return components[..., 0, :]
+    """``c_global + beta2 c_text + beta3 c_visual``: ``(..., 3, K)`` -> ``(..., K)``."""
     return components[..., 0, :] + beta2 * components[..., 1, :] + beta3 * components[..., 2, :]
+
+
+def calip_logits_naive(
+    global_: torch.Tensor,
+    spatial: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: float,
+    alpha: float,
+    beta2: float,
+    beta3: float,
+) -> torch.Tensor:
+    """Slow, obviously-correct CALIP logits ``(B, K)``: one image at a time, ``T_a`` materialised.
+
+    Args:
+        global_: ``(B, D)``; spatial: ``(B, L, D)``; text: ``(K, D)`` (all normalised).
+    """
+    out = []
+    for g, s in zip(global_, spatial):
+        a = alpha * s @ text.T  # (L, K)
+        t_a = a.softmax(dim=0).T @ s  # (K, D): visual-guided text
+        s_a = a.softmax(dim=1) @ text  # (L, D): text-aware visual
+        p = s_a.mean(dim=0) + s_a.max(dim=0).values
+        out.append(logit_scale * (g @ text.T + beta2 * g @ t_a.T + beta3 * p @ text.T))
+    return torch.stack(out)

@@ -1,6 +1,6 @@
 """Few-shot accuracy vs shots: ``pointcalip fewshot`` for K = 1, 2, 4, 8, 16 and several seeds.
 
-    python scripts/fewshot_sweep.py --config configs/modelnet40_fewshot.yaml --output out/sweep \
+    python scripts/fewshot_sweep.py --config modelnet40_fewshot --output out/sweep \
         [--shots 1,2,4,8,16] [--seeds 0,1,2] [--epochs 250] [--cache-features] [--head adapter] \
         [--dataset ... --data-root ... --backbone ... --pretrained ... --device ...]
 
@@ -31,9 +31,9 @@ def _ints(text: str) -> List[int]:
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="few-shot YAML config (default configs/modelnet40_fewshot.yaml)")
-    p.add_argument("--zero-shot-config", help="zero-shot YAML for the reference line (default "
-                                              "configs/<dataset>_zeroshot.yaml when it exists)")
+    p.add_argument("--config", help="few-shot preset or YAML file (default modelnet40_fewshot)")
+    p.add_argument("--zero-shot-config", help="zero-shot preset or YAML for the reference line (default "
+                                              "the PointCLIP preset pointclip_<dataset> when there is one)")
     p.add_argument("--output", default="out/fewshot_sweep")
     p.add_argument("--shots", type=_ints, default=[1, 2, 4, 8, 16], help="comma-separated K values")
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds")
@@ -80,10 +80,11 @@ def zero_shot_top1(args: argparse.Namespace, dataset: str) -> Optional[float]:
     """Zero-shot top-1 of ``pointcalip eval`` on the same data and weights (run programmatically)."""
     from pointcalip.cli import main
 
+    from pointcalip.config import preset_names
+
     cfg = args.zero_shot_config
-    if cfg is None:
-        cand = Path(__file__).resolve().parent.parent / "configs" / f"{dataset}_zeroshot.yaml"
-        cfg = str(cand) if cand.is_file() else None
+    if cfg is None and f"pointclip_{dataset}" in preset_names():
+        cfg = f"pointclip_{dataset}"
     out = Path(args.output) / "zeroshot"
     names = ("dataset", "variant", "data_root", "backbone", "pretrained", "device", "num_points")
     argv = ["eval", *(["--config", cfg] if cfg else []), "--output", str(out), *_options(args, names)]

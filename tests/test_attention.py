@@ -1,4 +1,4 @@
-"""CALIP attention (SPEC §4) vs an explicit per-view loop, and aggregation (SPEC §5)."""
+"""CALIP attention vs an explicit per-view loop, and view aggregation (docs/method.md §4-§5)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from pointcalip.aggregation import aggregate_views, logits_from_components
-from pointcalip.attention import calip_components, combine_betas
+from pointcalip.attention import calip_components, calip_logits_naive, combine_betas
 
 
-def reference_logits(g, s, t, scale, alpha, beta2, beta3):
-    """SPEC §4 literally, one view at a time, with T_a materialised."""
-    out = []
-    for gv, sv in zip(g, s):
-        a = alpha * sv @ t.T  # (L, K)
-        t_a = a.softmax(dim=0).T @ sv  # (K, D)
-        s_a = a.softmax(dim=1) @ t  # (L, D)
-        p = s_a.mean(dim=0) + s_a.max(dim=0).values
-        out.append(scale * (gv @ t.T + beta2 * gv @ t_a.T + beta3 * p @ t.T))
-    return torch.stack(out)
+reference_logits = calip_logits_naive
 
 
 def _features(seed: int, b: int = 5, l: int = 49, d: int = 16, k: int = 7):

@@ -28,7 +28,8 @@ def modelnet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _eval(root: Path, model, out: Path, cache: Path, *extra: str) -> int:
-    return main(["eval", "--dataset", "modelnet40", "--data-root", str(root), "--backbone", str(model[0]),
+    # PointCLIP's 6 scatter views with CALIP on top (the first release's default configuration)
+    return main(["eval", "--config", "pointclip_modelnet40", "--method", "calip", "--dataset", "modelnet40", "--data-root", str(root), "--backbone", str(model[0]),
                  "--pretrained", str(model[1]), "--output", str(out), "--cache-dir", str(cache),
                  "--device", "cpu", "--no-progress", "--batch-size", "16", *extra])
 

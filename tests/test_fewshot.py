@@ -258,7 +258,7 @@ def test_presets_load() -> None:
     from pointcalip.fewshot.config import build_fewshot_config
 
     for name in ("modelnet40", "modelnet10", "scanobjectnn"):
-        cfg = build_fewshot_config(str(ROOT / "configs" / f"{name}_fewshot.yaml"), {"shots": 4})
+        cfg = build_fewshot_config(f"{name}_fewshot", {"shots": 4})
         assert cfg.dataset == name and cfg.shots == 4 and cfg.projection == "pointclip10"
         assert cfg.templates == ("point cloud of a big {}.",) and cfg.epochs == 250 and cfg.lr == 0.01
 

@@ -278,10 +278,10 @@ def _load_plotly() -> Optional[_Plotly]:
         go.Scatter3d(x=[], y=[], z=[], mode="markers", hoverinfo="skip",
                      marker=dict(size=1.8, color=[], colorscale="Viridis", showscale=False, opacity=1.0)),
         layout=go.Layout(
-            template="none", height=300, margin=dict(l=0, r=0, t=0, b=0), showlegend=False,
+            template="none", height=340, margin=dict(l=0, r=0, t=0, b=0), showlegend=False,
             paper_bgcolor="#ffffff",
             scene=dict(aspectmode="data", xaxis=axis, yaxis=axis, zaxis=axis,
-                       camera=dict(up=dict(x=0, y=1, z=0), eye=dict(x=1.55, y=0.8, z=1.55))),
+                       camera=dict(up=dict(x=0, y=1, z=0), eye=dict(x=1.4, y=0.7, z=1.4))),
         ),
     )
     spec = json.loads(pio.to_json(fig, validate=True))
@@ -354,7 +354,7 @@ dl.extra{display:grid;grid-template-columns:max-content 1fr;gap:0 10px;margin:8p
 dl.extra dt{font-weight:600}dl.extra dd{margin:0;word-break:break-all}
 details.v3d{margin-top:6px}details.v3d summary{cursor:pointer;color:var(--accent)}
 details.v3d[open]{border:1px solid var(--line);border-radius:4px;padding:4px}
-details.v3d .plot{height:300px;min-width:300px}
+details.v3d .plot{height:340px;min-width:300px}
 .left{display:flex;flex-direction:column}
 figure.conf{flex:1 1 520px;max-width:760px}table.cls caption{text-align:left;padding:0 0 4px}
 img.confusion{width:100%;height:auto;background:#fff;border:1px solid var(--line);border-radius:4px}
@@ -406,6 +406,10 @@ def _fmt_prob(p: float) -> str:
     return f"{p:.3f}"
 
 
+def _count(shown: int, total: int) -> str:
+    return f"{total:,} points" if shown == total else f"{shown:,} of {total:,} points"
+
+
 def _kv_table(rows: Mapping[str, str]) -> str:
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows.items())
     return f'<table class="kv">{body}</table>'
@@ -454,7 +458,7 @@ def _card(index: int, item: ReportItem, opts: _Options) -> str:
         span = ",".join(f"{x:.6g}" for x in code.span)
         left.append(
             f'<details class="v3d" data-q="{code.data}" data-lo="{lo}" data-span="{span}">'
-            f"<summary>3D view ({code.count:,} of {item.points.shape[0]:,} points, colour = height y)</summary>"
+            f"<summary>3D view ({_count(code.count, item.points.shape[0])}, colour = height y)</summary>"
             '<div class="plot"></div></details>'
         )
     side: List[str] = []

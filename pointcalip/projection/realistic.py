@@ -396,7 +396,7 @@ def grid_cells_naive(
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Explicit loops over clouds, views and points; ``(B, N, 3)`` -> ``(cell_index (B, V, N, 3), cell_value (B, V, N))``.
 
-    Each view's rotation is the same batched float32 product as the reference (batch of one);
+    Each view's rotation is the reference's batched float32 product (``p M1^T`` then ``M2^T``);
     everything after it is float32 scalar arithmetic, one line of docs/method.md §9.3 at a time.
     """
     pts = np.asarray(points, dtype=np.float32)
@@ -410,10 +410,11 @@ def grid_cells_naive(
     cell_index = np.zeros((b, v, n, 3), dtype=np.int64)
     cell_value = np.zeros((b, v, n), dtype=np.float32)
     for bi in range(b):
-        cloud = torch.from_numpy(pts[bi].copy())[None]
+        # The rotation of this cloud in every view: one product per view, batched over views.
+        cloud = torch.from_numpy(pts[bi].copy()).expand(v, n, 3).contiguous()
+        rotated = torch.matmul(torch.matmul(cloud, m1.transpose(1, 2)), m2.transpose(1, 2)).numpy()
         for vi in range(v):
-            q = torch.matmul(cloud, m1[vi].t()[None])
-            q = torch.matmul(q, m2[vi].t()[None])[0].numpy() - t
+            q = rotated[vi] - t
             pmax, pmin = q[0].copy(), q[0].copy()
             for p in q:
                 for a in range(3):

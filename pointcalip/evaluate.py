@@ -77,6 +77,42 @@ def write_outputs(
     return results
 
 
+def write_html_report(path: str, results: Dict[str, Any], dataset: Any, logits: np.ndarray, projection: Any,
+                      confusion_png: Path, gallery_size: int = 24) -> Path:
+    """``--report``: summary, confusion plot, per-class accuracy and the most confidently wrong
+    clouds with their views as the encoder saw them (docs/method.md §12)."""
+    from pointcalip.htmlreport import ReportItem, most_confident_wrong, write_eval_report
+
+    labels = dataset.labels
+    probs = _softmax(logits)
+    wrong = most_confident_wrong(probs, labels, gallery_size)
+    items = []
+    if len(wrong):
+        points = dataset.points_of(np.asarray(wrong))
+        views = projection.preview(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))).cpu().numpy()
+        for j, i in enumerate(wrong):
+            order = np.argsort(-probs[i], kind="stable")[:5]
+            items.append(ReportItem(f"{results['dataset']['split']} #{int(i)}", views=views[j], points=points[j],
+                                    topk=[(dataset.classes[c], float(probs[i, c])) for c in order],
+                                    true_label=dataset.classes[int(labels[i])]))
+    m, sel = results["metrics"], results["selection"]
+    summary = {"top-1": f"{m['top1']:.2f} %", "top-5": f"{m['top5']:.2f} %",
+               "mean class accuracy": f"{m['mean_class_accuracy']:.2f} %", "clouds": str(m["num_samples"]),
+               "selected by": sel["selected_by"]}
+    acc = m["per_class_accuracy"]  # percent; None for a class without test clouds
+    per_class = [(c, int(m["support"][c]), acc[c] / 100.0) for c in dataset.classes if acc[c] is not None]
+    cfg = results["config"]
+    settings = {k: str(cfg[k]) for k in ("dataset", "variant", "split", "backbone", "pretrained", "method",
+                                         "projection", "search") if k in cfg}
+    return write_eval_report(path, summary=summary, per_class=per_class, gallery=items, confusion_png=confusion_png,
+                             title=f"pointcalip eval · {cfg.get('dataset')}", settings=settings)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
 def select_prompts_on_val(cfg: EvalConfig, model: EvalModel, train: Any, idx: np.ndarray) -> Dict[str, Any]:
     """``prompt_select: val``: one sentence (or the mean) per class, chosen on held-out training clouds."""
     from pointcalip.components import global_features
@@ -93,8 +129,27 @@ def select_prompts_on_val(cfg: EvalConfig, model: EvalModel, train: Any, idx: np
                        for c, s, i in zip(model.classes, sentences, sel.chosen)}}
 
 
-def run_eval(cfg: EvalConfig) -> Dict[str, Any]:
-    """Evaluate per ``cfg``; writes ``cfg.output``/{results.json,predictions.npz,confusion.png}."""
+def run_eval(cfg: EvalConfig) -> Optional[Dict[str, Any]]:
+    """Evaluate per ``cfg``; writes ``cfg.output``/{results.json,predictions.npz,confusion.png}.
+
+    Under ``torchrun`` (docs/method.md §10) every rank encodes its share of the clouds on
+    ``cuda:LOCAL_RANK`` (or the CPU); rank 0 alone searches, scores, writes the files and
+    returns the results, the other ranks return ``None``.
+    """
+    from pointcalip import distributed
+
+    ctx = distributed.setup(cfg.device)
+    try:
+        if ctx is not None:
+            cfg = dataclasses.replace(cfg, device=ctx.device)
+        return _run_eval_ranked(cfg)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _run_eval_ranked(cfg: EvalConfig) -> Optional[Dict[str, Any]]:
+    """The body of :func:`run_eval` once the process group (if any) is running."""
+    from pointcalip import distributed
     from pointcalip.datasets import build_dataset
 
     t_start = time.perf_counter()
@@ -113,6 +168,8 @@ def run_eval(cfg: EvalConfig) -> Dict[str, Any]:
     if cfg.search == "val":
         val_comps, val_labels, _ = dataset_components(cfg, model, train, "train", idx)
         val = (val_comps, val_labels)
+    if not distributed.is_main():  # the other ranks have sent their components to rank 0
+        return None
     t0 = time.perf_counter()
     selection = select(cfg, comps, labels, val)
     t_search = time.perf_counter() - t0
@@ -130,7 +187,10 @@ def run_eval(cfg: EvalConfig) -> Dict[str, Any]:
     }
     tag = f" [{ORACLE_LABEL}]" if cfg.search == "test" else ""
     title = f"{cfg.dataset} {cfg.split} · {Path(cfg.backbone).name} · {cfg.method}{tag}"
-    return write_outputs(Path(cfg.output), test.classes, labels, logits, comps.numpy(), selection, results, title)
+    results = write_outputs(Path(cfg.output), test.classes, labels, logits, comps.numpy(), selection, results, title)
+    if cfg.report:
+        write_html_report(cfg.report, results, test, logits, model.engine.projection, Path(cfg.output) / "confusion.png")
+    return results
 
 
 def _validation_note(cfg: EvalConfig, train: Any, idx: Optional[np.ndarray], num_test: int) -> Optional[Dict[str, Any]]:

@@ -11,7 +11,7 @@ background, nearest surface black).
 
 The cells are decided by ``ceil`` of float32 values, so one last-bit difference can move a
 point to the neighbouring cell and change pixels by up to ~0.3. The geometry therefore follows
-the reference arithmetic operation by operation (docs/method.md §9.2-9.3): float32 numpy trig
+the reference arithmetic operation by operation (docs/method.md §9.1-9.2): float32 numpy trig
 for the matrices, two successive batched float32 ``torch.matmul`` products, the normalisation
 lines in their order, a true division by ``1.2``.
 
@@ -37,7 +37,7 @@ from pointcalip.projection.registry import register_projection
 View = Tuple[float, float, float]
 
 _PI = math.pi
-#: Euler triples ``(ax, ay, az)`` of the ten views, in the reference order (docs/method.md §9.2).
+#: Euler triples ``(ax, ay, az)`` of the ten views, in the reference order (docs/method.md §9.1).
 REALISTIC_VIEWS: Tuple[View, ...] = (
     (1 * _PI / 4, 0.0, _PI / 2),
     (3 * _PI / 4, 0.0, _PI / 2),
@@ -129,7 +129,7 @@ class RealisticProjection(Projection):
         """Encoder inputs ``(B, V, 3, S, S)``: bilinear (``align_corners=True``) resize, 3 equal channels.
 
         ``mean`` and ``std`` are accepted for interface compatibility and ignored: the
-        realistic images are never CLIP-normalised (docs/method.md §9.5).
+        realistic images are never CLIP-normalised (docs/method.md §9.3).
         """
         return maps_to_images(self.maps(points), image_size, None, None)
 
@@ -143,7 +143,7 @@ REALISTIC = register_projection(RealisticProjection())
 
 @dataclass(frozen=True)
 class GridCells:
-    """Where every point lands in every view's grid (docs/method.md §9.3).
+    """Where every point lands in every view's grid (docs/method.md §9.2).
 
     Attributes:
         cell_index: ``(B, V, N, 3)`` int64 ``(k, i, j)``: depth slice, row (from x), column (from y).
@@ -360,7 +360,7 @@ def realistic_maps(points: torch.Tensor, projection: RealisticProjection = REALI
 
     The geometry and the cells are computed for all ``B * V`` views at once; the dense stage
     (grid, pooling, smoothing, depth max) runs on tiles of :data:`TILE_VIEWS` views, each a
-    batched tensor operation, so its intermediates stay in cache (see docs/method.md §9).
+    batched tensor operation, so its intermediates stay in cache (docs/method.md §9.4).
 
     Args:
         points: ``(B, N, 3)`` float tensor (any device); converted to float32.
@@ -397,7 +397,7 @@ def grid_cells_naive(
     """Explicit loops over clouds, views and points; ``(B, N, 3)`` -> ``(cell_index (B, V, N, 3), cell_value (B, V, N))``.
 
     Each view's rotation is the reference's batched float32 product (``p M1^T`` then ``M2^T``);
-    everything after it is float32 scalar arithmetic, one line of docs/method.md §9.3 at a time.
+    everything after it is float32 scalar arithmetic, one line of docs/method.md §9.2 at a time.
     """
     pts = np.asarray(points, dtype=np.float32)
     b, n, _ = pts.shape

@@ -38,6 +38,7 @@ class RenderOutput:
     sheet: Path
     depth: Path
     shape: Tuple[int, int, int]
+    outliers: int = 0
 
 
 def shade_depth(depth: np.ndarray) -> np.ndarray:
@@ -91,8 +92,9 @@ def _save_png(image, path: Path) -> Path:
 def render_cloud(points: np.ndarray, out_dir: PathLike, projection) -> RenderOutput:
     """Project one prepared cloud ``(N, 3)`` and write its pictures into ``out_dir``.
 
-    Writes ``view_00.png`` ... (one per view, ``H x W`` grey), ``views.png`` (contact sheet)
-    and ``depth.npy`` (``float32 (V, H, W)``, the raw maps).
+    Writes ``view_00.png`` ... (one per view, ``H x W`` grey: ``projection.preview``, the
+    pictures as the encoder sees them, before resizing to its input size), ``views.png``
+    (contact sheet) and ``depth.npy`` (``float32 (V, H, W)``, the raw maps).
     """
     import torch
     from PIL import Image
@@ -110,12 +112,21 @@ def render_cloud(points: np.ndarray, out_dir: PathLike, projection) -> RenderOut
 
 
 def render_file(
-    path: PathLike, out_dir: PathLike, preset: str = "pointclip", num_points: int = 1024, up_axis: str = "y"
+    path: PathLike,
+    out_dir: PathLike,
+    preset: str = "pointclip",
+    num_points: int = 1024,
+    up_axis: str = "y",
+    robust: bool = False,
 ) -> RenderOutput:
-    """Load ``path`` (:func:`pointcalip.clouds.load_point_cloud`) and :func:`render_cloud` it."""
-    from pointcalip.clouds import load_point_cloud
+    """Load ``path`` as the classifier does (:func:`pointcalip.clouds.load_prepared`: rotate ``up_axis``
+    onto +y, optionally drop outliers, normalise, FPS) and :func:`render_cloud` it."""
+    import dataclasses
+
+    from pointcalip.clouds import load_prepared
     from pointcalip.projection import get_projection
 
     projection = get_projection(preset)
-    points = load_point_cloud(path, num_points, up_axis=up_axis)
-    return render_cloud(points, out_dir, projection)
+    prepared = load_prepared(path, num_points, up_axis=up_axis, robust=robust)
+    out = render_cloud(prepared.points, out_dir, projection)
+    return dataclasses.replace(out, outliers=prepared.num_outliers)

@@ -1,20 +1,44 @@
-"""``pointcalip classify``: zero-shot top-k classes of your own point-cloud files.
+"""``pointcalip classify``: zero-shot top-k classes of your own point-cloud files, at any scale.
 
-Inputs are files, folders (their supported files, sorted) and glob patterns (expanded here
-too, for shells that do not). Each input gets one row; a file that cannot be used gets an
-error row and does not stop the others. Exit status 0 when every input was classified, 2
-when any failed. The model and the class text features are loaded once per run.
+Inputs are files, folders (their supported files, sorted), glob patterns (expanded here too,
+for shells that do not) and ``--manifest`` files (one path per line, read lazily). Each input
+gets one row; a file that cannot be used gets an error row and does not stop the others. Exit
+status 0 when every input was classified, 2 when any failed (docs/method.md §10).
+
+How a run streams (memory does not grow with the number of inputs):
+
+* the inputs are a generator; files are read, checked and prepared in
+  :class:`~pointcalip.clouds.ReaderPool` worker processes (``--workers``), so a reader that
+  crashes, hangs past ``--read-timeout`` or is killed for memory costs one error row;
+* prepared clouds are grouped into batches of ``--batch-size`` and encoded while the workers
+  read ahead; a batch that fails is retried cloud by cloud, so only the offending cloud gets
+  an error row;
+* every finished batch's rows are written at once, in input order: appended and flushed to
+  ``--output OUT.jsonl``, printed as array elements (``--json``) or table lines; ``--resume``
+  skips the rows already in OUT.jsonl (a last line cut short by a kill is dropped and redone);
+* under ``torchrun`` row ``i`` goes to rank ``i % WORLD``; each rank writes
+  ``OUT.jsonl.part-RANK-of-WORLD`` (rows carry their input index) and rank 0 merges the parts
+  into OUT.jsonl in input order, atomically.
+
+This module must stay light at import time (no torch, no open_clip): reader workers import it
+to unpickle their task.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import glob
+import heapq
+import io
 import json
+import logging
+import os
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from pointcalip.cli.options import add_config_argument, add_model_arguments, dataset_choices, overrides_from_args
 from pointcalip.errors import ConfigError, PointCloudError
@@ -24,11 +48,25 @@ HELP = "classify point-cloud files zero-shot over any class names (top-k with pr
 MODEL_OVERRIDES = ("backbone", "pretrained", "method", "beta2", "beta3", "alpha", "view_weights", "projection",
                    "normalize_images", "templates", "prompts", "num_points", "batch_size", "device", "runtime",
                    "precision")
+UP_AXIS_CHOICES = ("y", "z", "x", "-y", "-z", "-x", "auto", "auto3")  # = pointcalip.api.UP_AXIS_CHOICES
+DEFAULT_READ_TIMEOUT = 30.0
+REPORT_MAX_ITEMS = 1000  # cards with pictures kept in memory for --report (the rest: 8 bytes a row)
+REPORT_VIEW_PX = 112  # views are kept at this size for the report (what it shows)
+_PENDING_FACTOR = 4  # a batch is encoded early when this many batch sizes of rows wait behind it
 _GLOB_CHARS = "*?["
+_log = logging.getLogger("pointcalip")
+
+
+def default_workers() -> int:
+    """Reader processes by default: ``min(4, CPU count)``."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files, folders or glob patterns ('clouds/*.ply')")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files, folders or glob patterns ('clouds/*.ply')")
+    p.add_argument("--manifest", action="append", metavar="FILE",
+                   help="a text file with one path per line (blank lines and '#' comments skipped), read lazily; "
+                        "may be repeated and combined with PATHs")
     p.add_argument("--recursive", "-r", action="store_true", help="also classify files in sub-folders of folders")
     vocab = p.add_mutually_exclusive_group()
     vocab.add_argument("--classes", metavar="A,B,...", help="comma-separated class names (any words)")
@@ -38,7 +76,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p, "modelnet40_zeroshot")
     add_model_arguments(p)
     p.add_argument("--topk", type=int, default=5, help="classes shown per input (default 5, at most K)")
-    p.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON array, one object per input (streamed: each element as soon as it is done)")
+    g = p.add_argument_group("orientation")
+    g.add_argument("--up-axis", choices=UP_AXIS_CHOICES, default=None,
+                   help="the axis that points up in the files (default y). 'auto' tries all six axes, 'auto3' "
+                        "y, z and x, and keeps per file the most confident prediction (largest top-1 probability; "
+                        "ties: the earlier in y z x -y -z -x); it costs one encoder pass per candidate "
+                        "(6x or 3x the encoding time), the file is read once")
+    g.add_argument("--robust-normalize", action="store_true",
+                   help="drop far outliers (beyond 3x the 95th-percentile distance to the median) before "
+                        "normalising; the row says how many ('outliers')")
+    g = p.add_argument_group("scale and safety")
+    g.add_argument("--output", metavar="OUT.jsonl",
+                   help="append one JSON line per input to this file as soon as its batch is done")
+    g.add_argument("--resume", action="store_true",
+                   help="with --output: skip the inputs already in OUT.jsonl (a cut-short last line is redone)")
+    g.add_argument("--workers", type=int, default=None,
+                   help=f"reader processes (default min(4, CPUs) = {default_workers()}); 0 reads in this process "
+                        "(no crash isolation, no timeout)")
+    g.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT, metavar="SECONDS",
+                   help=f"a file whose reading takes longer gets an error row (default {DEFAULT_READ_TIMEOUT:g})")
+    g.add_argument("--max-points", type=int, default=None,
+                   help="refuse files that declare or hold more points than this (default 50,000,000)")
+    g.add_argument("--max-bytes", type=int, default=None,
+                   help="refuse files, and compressed payloads, larger than this many bytes (default 2 GiB)")
+    g.add_argument("--report", metavar="REPORT.html",
+                   help=f"write a self-contained HTML page: per input the views the encoder saw, top-k bars, the "
+                        f"up axis, errors (pictures for the first {REPORT_MAX_ITEMS:,} inputs)")
+    prog = g.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_const", const=True, default=None,
+                      help="show a progress bar on stderr (default: with --output or on a terminal)")
+    prog.add_argument("--no-progress", dest="progress", action="store_const", const=False)
 
 
 # ----------------------------------------------------------------------- vocabulary
@@ -81,6 +150,14 @@ def vocabulary(args: argparse.Namespace, default_dataset: str) -> List[str]:
 # --------------------------------------------------------------------------- inputs
 
 
+class Item(NamedTuple):
+    """One input: its position in the whole input sequence, its path, an error known before reading."""
+
+    index: int
+    path: str
+    error: Optional[str] = None
+
+
 @dataclass
 class Row:
     """One input's result: ``topk`` ``[(label, prob)]`` or an ``error`` line."""
@@ -89,10 +166,21 @@ class Row:
     n_points: Optional[int] = None
     topk: List[Tuple[str, float]] = field(default_factory=list)
     error: Optional[str] = None
+    up_axis: Optional[str] = None
+    outliers: Optional[int] = None
+    index: int = -1
 
-    def to_dict(self) -> Dict[str, Any]:
-        return {"path": self.path, "topk": [{"label": lab, "prob": p} for lab, p in self.topk],
-                "n_points": self.n_points, "error": self.error}
+    def to_dict(self, up_axis: bool = False, outliers: bool = False, index: bool = False) -> Dict[str, Any]:
+        """The JSON row ``{"path", "topk": [{"label", "prob"}], "n_points", "error"}`` (+ the asked extras)."""
+        out: Dict[str, Any] = {"path": self.path, "topk": [{"label": lab, "prob": p} for lab, p in self.topk],
+                               "n_points": self.n_points, "error": self.error}
+        if up_axis:
+            out["up_axis"] = self.up_axis
+        if outliers:
+            out["outliers"] = self.outliers
+        if index:
+            out["index"] = self.index
+        return out
 
 
 def _folder_files(folder: Path, recursive: bool) -> List[Path]:
@@ -128,67 +216,548 @@ def expand_inputs(paths: Sequence[str], recursive: bool = False) -> List[Row]:
     return rows
 
 
-def _chunks(rows: List[Row], size: int) -> Iterator[List[Row]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+def _open_manifest(path: str) -> TextIO:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{path}: manifest not found; give a text file with one point-cloud path per line")
+    return open(file, "r", encoding="utf-8-sig", errors="surrogateescape", newline=None)
 
 
-def classify_rows(classifier: Any, rows: List[Row], topk: int) -> None:
-    """Load and classify the rows without an error yet, in batches; fills ``topk``/``error``."""
-    from pointcalip.clouds import read_point_cloud
+def manifest_paths(path: str) -> Iterator[str]:
+    """The paths of a manifest, one per line, lazily (blank lines and ``#`` comments skipped)."""
+    with _open_manifest(path) as f:
+        for line in f:
+            text = line.strip()
+            if text and not text.startswith("#"):
+                yield text
 
-    todo = [r for r in rows if r.error is None]
-    for chunk in _chunks(todo, classifier.config.batch_size):
-        good, clouds = [], []
-        for row in chunk:
-            try:
-                cloud, row.n_points = read_point_cloud(row.path, classifier.num_points)
-            except PointCloudError as exc:
-                row.error = str(exc)
-                continue
-            good.append(row)
-            clouds.append(cloud)
-        if clouds:
-            for row, top in zip(good, classifier.predict_clouds(clouds).topk(topk)):
-                row.topk = top
+
+def count_manifest(path: str) -> int:
+    """Number of paths in a manifest (one streaming pass, constant memory)."""
+    return sum(1 for _ in manifest_paths(path))
+
+
+def iter_inputs(paths: Sequence[str], manifests: Sequence[str], recursive: bool = False) -> Iterator[Item]:
+    """Every input in order: the positional PATHs (expanded), then each manifest's lines."""
+    index = 0
+    for row in expand_inputs(paths, recursive):
+        yield Item(index, row.path, row.error)
+        index += 1
+    for manifest in manifests:
+        for path in manifest_paths(manifest):
+            yield Item(index, path)
+            index += 1
+
+
+# ---------------------------------------------------------------------- reader task
+
+
+def read_candidates(item: Item, num_points: int, axes: Tuple[str, ...], robust: bool, limits: Any) -> Tuple[Any, ...]:
+    """Reader-pool task: read ``item`` once, prepare it under each of ``axes`` -> ``PreparedCloud`` per axis.
+
+    Runs in a worker process; an input that already carries an error raises it, so it comes
+    back as that input's error row like any other failure.
+    """
+    if item.error is not None:
+        raise PointCloudError(item.error)
+    from pointcalip.clouds import check_up_axis, prepare_cloud_info, read_raw
+
+    source = str(Path(item.path).expanduser())
+    raw = read_raw(item.path, num_points, limits)
+    return tuple(prepare_cloud_info(raw, num_points, True, source, up_axis=check_up_axis(a), robust=robust)
+                 for a in axes)
 
 
 # --------------------------------------------------------------------------- output
 
 
-def format_table(rows: Sequence[Row]) -> str:
-    """Human-readable results: per input its path, point count and ranked classes."""
-    width = max([len(lab) for r in rows for lab, _ in r.topk] + [5])
-    lines: List[str] = []
-    for r in rows:
-        if r.error is not None:
-            lines.append(f"error: {r.error}")  # the message names the file
-            continue
-        lines.append(f"{r.path} ({r.n_points} points)")
-        lines.extend(f"  {i}. {lab:<{width}}  {p:7.2%}" for i, (lab, p) in enumerate(r.topk, start=1))
+def format_row(r: Row, width: int = 5) -> str:
+    """Table lines of one row: path, points, up axis (and outliers), then the ranked classes."""
+    if r.error is not None:
+        return f"error: {r.error}"  # the message names the file
+    extra = f", up {r.up_axis}" if r.up_axis is not None else ""
+    if r.outliers:
+        extra += f", {r.outliers} outliers dropped"
+    lines = [f"{r.path} ({r.n_points} points{extra})"]
+    lines.extend(f"  {i}. {lab:<{width}}  {p:7.2%}" for i, (lab, p) in enumerate(r.topk, start=1))
     return "\n".join(lines)
 
 
-def _build_classifier(args: argparse.Namespace) -> Tuple[Any, List[str]]:
+def format_table(rows: Sequence[Row]) -> str:
+    """Human-readable results: per input its path, point count and ranked classes."""
+    width = max([len(lab) for r in rows for lab, _ in r.topk] + [5])
+    return "\n".join(format_row(r, width) for r in rows)
+
+
+class Sink:
+    """Where finished rows go (in input order)."""
+
+    def write(self, rows: Sequence[Row]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlSink(Sink):
+    """One JSON line per row, appended and flushed after every batch (a kill loses at most a line)."""
+
+    def __init__(self, path: Path, append: bool, keys: Dict[str, bool]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a" if append else "w", encoding="utf-8")
+        self.keys = keys
+
+    def write(self, rows: Sequence[Row]) -> None:
+        if rows:
+            self.file.write("".join(json.dumps(r.to_dict(**self.keys)) + "\n" for r in rows))
+            self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class JsonArraySink(Sink):
+    """A JSON array on ``stream``: ``[`` at once, each element when done, ``]`` at the end."""
+
+    def __init__(self, stream: TextIO, keys: Dict[str, bool]) -> None:
+        self.stream, self.keys, self.first = stream, keys, True
+        stream.write("[")
+        stream.flush()
+
+    def write(self, rows: Sequence[Row]) -> None:
+        for r in rows:
+            self.stream.write(("\n  " if self.first else ",\n  ") + json.dumps(r.to_dict(**self.keys)))
+            self.first = False
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n]\n" if not self.first else "]\n")
+        self.stream.flush()
+
+
+class TableSink(Sink):
+    def __init__(self, stream: TextIO, width: int) -> None:
+        self.stream, self.width = stream, width
+
+    def write(self, rows: Sequence[Row]) -> None:
+        for r in rows:
+            self.stream.write(format_row(r, self.width) + "\n")
+        self.stream.flush()
+
+
+# ---------------------------------------------------------------------- resume
+
+
+def truncate_to_complete_lines(path: Path) -> int:
+    """Cut ``path`` after its last newline (a line cut short by a kill); returns the complete lines."""
+    lines, keep, pos = 0, 0, 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            n = chunk.count(b"\n")
+            if n:
+                lines += n
+                keep = pos + chunk.rindex(b"\n") + 1
+            pos += len(chunk)
+    if keep != pos:
+        _log.warning("%s: dropping a last line cut short (%d bytes); it is redone", path, pos - keep)
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+    return lines
+
+
+def _done_rows(path: Path, count: int) -> Iterator[Dict[str, Any]]:
+    """The first ``count`` JSON rows of ``path``, lazily."""
+    with open(path, "r", encoding="utf-8") as f:
+        for number in range(1, count + 1):
+            line = f.readline()
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{path}: line {number} is not a JSON row; it is not a classify output: "
+                                  f"use another --output or drop --resume") from None
+            if not isinstance(row, dict) or "path" not in row:
+                raise ConfigError(f"{path}: line {number} is not a classify row; use another --output or drop --resume")
+            yield row
+
+
+def skip_done(items: Iterator[Item], path: Path, done: int, check_index: bool) -> int:
+    """Consume from ``items`` the ``done`` inputs already in ``path``, checking that they match.
+
+    The rows of an output are a prefix of the inputs (rows are written in input order), so
+    checking path by path (and index by index in part files) needs no memory.
+    """
+    for n, row in enumerate(_done_rows(path, done), start=1):
+        item = next(items, None)
+        if item is None:
+            raise ConfigError(f"{path} has more rows ({done}) than there are inputs; it belongs to another "
+                              f"input list: use another --output or drop --resume")
+        if row["path"] != item.path or (check_index and row.get("index") != item.index):
+            raise ConfigError(f"{path}: row {n} is {row['path']!r} but input {item.index + 1} is {item.path!r}; "
+                              f"the file belongs to another input list: use another --output or drop --resume")
+    return done
+
+
+def part_path(out: Path, rank: int, world: int) -> Path:
+    """``OUT.jsonl.part-RANK-of-WORLD``: one rank's rows under ``torchrun``."""
+    return out.with_name(f"{out.name}.part-{rank}-of-{world}")
+
+
+def _seed_part_from_output(out: Path, part: Path, rank: int, world: int) -> None:
+    """Resume under ``torchrun`` after a finished merge: this rank's rows of OUT.jsonl become its part file."""
+    done = truncate_to_complete_lines(out)
+    with open(part, "w", encoding="utf-8") as f:
+        for i, row in enumerate(_done_rows(out, done)):
+            if i % world == rank:
+                row["index"] = i
+                f.write(json.dumps(row) + "\n")
+
+
+def merge_parts(out: Path, world: int) -> Tuple[int, int]:
+    """Merge the ``world`` part files into ``out`` in input order (atomically), then delete them.
+
+    Returns:
+        ``(rows, failed)``.
+    """
+    from pointcalip.atomic import atomic_open
+
+    parts = [part_path(out, r, world) for r in range(world)]
+    files = [open(p, "r", encoding="utf-8") if p.exists() else io.StringIO("") for p in parts]
+
+    def keyed(f: TextIO) -> Iterator[Tuple[int, Dict[str, Any]]]:
+        for line in f:
+            row = json.loads(line)
+            yield int(row.pop("index")), row
+
+    rows = failed = 0
+    try:
+        with atomic_open(out, "w") as dst:
+            for _, row in heapq.merge(*(keyed(f) for f in files), key=lambda t: t[0]):
+                dst.write(json.dumps(row) + "\n")
+                rows += 1
+                failed += row.get("error") is not None
+    finally:
+        for f in files:
+            f.close()
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return rows, failed
+
+
+# ---------------------------------------------------------------------- report
+
+
+class ReportRows:
+    """The report's items: full cards (views, points) for the first ``max_items`` inputs, and
+    8 bytes per later input (top-1 label and probability), plus path and message of later
+    failures; a read-only sequence of :class:`~pointcalip.htmlreport.ReportItem`."""
+
+    def __init__(self, max_items: int, classes: Sequence[str]) -> None:
+        self.max_items, self.classes = max_items, list(classes)
+        self.head: List[Any] = []
+        self.tail_label = array.array("i")
+        self.tail_prob = array.array("f")
+        self.tail_errors: Dict[int, Tuple[str, str]] = {}
+
+    def add(self, row: Row, views: Any, points: Any) -> None:
+        from pointcalip.htmlreport import ReportItem
+
+        if len(self.head) < self.max_items:
+            extra = {"points": f"{row.n_points:,}"} if row.n_points is not None else {}
+            if row.outliers:
+                extra["outliers dropped"] = f"{row.outliers:,}"
+            self.head.append(ReportItem(row.path, views=views, points=points, topk=row.topk,
+                                        up_axis=row.up_axis if row.error is None else None, error=row.error,
+                                        extra=extra))
+            return
+        if row.error is not None:
+            self.tail_errors[len(self.tail_label)] = (row.path, row.error)
+            self.tail_label.append(-1)
+            self.tail_prob.append(0.0)
+        else:
+            self.tail_label.append(self.classes.index(row.topk[0][0]))
+            self.tail_prob.append(row.topk[0][1])
+
+    def wants_pictures(self) -> bool:
+        return len(self.head) < self.max_items
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.tail_label)
+
+    def _tail(self, i: int) -> Any:
+        from pointcalip.htmlreport import ReportItem
+
+        if i in self.tail_errors:
+            path, error = self.tail_errors[i]
+            return ReportItem(path, error=error)
+        return ReportItem("", topk=((self.classes[self.tail_label[i]], min(1.0, float(self.tail_prob[i]))),))
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            return [self[i] for i in range(*key.indices(len(self)))]
+        if key < 0:
+            key += len(self)
+        if not 0 <= key < len(self):
+            raise IndexError(key)
+        return self.head[key] if key < len(self.head) else self._tail(key - len(self.head))
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self.head
+        for i in range(len(self.tail_label)):
+            yield self._tail(i)
+
+
+def _small_views(views: Any, px: int = REPORT_VIEW_PX) -> Any:
+    """``(V, H, W)`` in ``[0, 1]`` -> ``uint8 (V, h, w)`` with ``max(h, w) <= px`` (what the report shows)."""
+    import numpy as np
+    from PIL import Image
+
+    grey = np.round(np.clip(np.asarray(views, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+    v, h, w = grey.shape
+    if max(h, w) <= px:
+        return grey
+    scale = px / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.stack([np.asarray(Image.fromarray(g).resize(size, Image.Resampling.LANCZOS)) for g in grey])
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class _Pending:
+    """A row waiting for its batch, with its prepared candidates (``None`` when it failed)."""
+
+    row: Row
+    prepared: Optional[Tuple[Any, ...]] = None
+
+
+class Runner:
+    """Classifies a stream of :class:`Item` in batches and sends the rows to the sinks in input order."""
+
+    def __init__(self, classifier: Any, axes: Tuple[str, ...], topk: int, sinks: List[Sink],
+                 report: Optional[ReportRows], bar: Any) -> None:
+        self.classifier, self.axes, self.topk = classifier, axes, topk
+        self.sinks, self.report, self.bar = sinks, report, bar
+        self.batch_size = classifier.config.batch_size
+        self.pending: List[_Pending] = []
+        self.goods = 0
+        self.rows = self.failed = 0
+
+    def add(self, item: Item, prepared: Optional[Tuple[Any, ...]], error: Optional[str]) -> None:
+        row = Row(item.path, index=item.index, error=error)
+        if prepared is not None:
+            row.n_points = prepared[0].num_read
+            row.outliers = prepared[0].num_outliers
+        self.pending.append(_Pending(row, prepared))
+        self.goods += prepared is not None
+        if self.goods >= self.batch_size or len(self.pending) >= _PENDING_FACTOR * self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        goods = [p for p in self.pending if p.prepared is not None]
+        if goods:
+            self._classify(goods)
+        rows = [p.row for p in self.pending]
+        if self.report is not None:
+            self._report(self.pending)
+        for sink in self.sinks:
+            sink.write(rows)
+        self.rows += len(rows)
+        self.failed += sum(r.error is not None for r in rows)
+        if self.bar is not None:
+            self.bar.update(len(rows))
+        self.pending, self.goods = [], 0
+
+    def _classify(self, goods: List[_Pending]) -> None:
+        try:
+            self._predict(goods)
+        except Exception as exc:  # noqa: BLE001 - one bad cloud must not cost the batch
+            if len(goods) == 1:
+                goods[0].row.error = _failure(goods[0].row.path, exc)
+                goods[0].prepared = None
+                return
+            _log.warning("a batch of %d clouds failed (%s); retrying them one by one", len(goods), exc)
+            for p in goods:
+                self._classify([p])
+
+    def _predict(self, goods: List[_Pending]) -> None:
+        from pointcalip.api import CandidateClouds
+
+        cands = CandidateClouds(self.axes, tuple(tuple(p.prepared[c].points for p in goods)
+                                                 for c in range(len(self.axes))),
+                                tuple(p.prepared[0].num_outliers for p in goods),
+                                tuple(p.prepared[0].num_read for p in goods))
+        pred = self.classifier.predict_candidates(cands)
+        for p, top, axis in zip(goods, pred.topk(self.topk), pred.up_axes):
+            p.row.topk, p.row.up_axis = top, axis
+
+    def _report(self, pending: List[_Pending]) -> None:
+        import torch
+
+        projection = self.classifier.engine.projection
+        for p in pending:
+            views = points = None
+            if self.report.wants_pictures() and p.prepared is not None and p.row.error is None:
+                points = p.prepared[self.axes.index(p.row.up_axis)].points
+                views = _small_views(projection.preview(torch.from_numpy(points[None]))[0].cpu().numpy())
+            self.report.add(p.row, views, points)
+
+
+def _failure(path: str, exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{path}: classification failed ({type(exc).__name__}: {text}); the other inputs were classified"
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from pointcalip.clouds import ReadLimits
+
+    given = {k: v for k, v in (("max_points", args.max_points), ("max_bytes", args.max_bytes)) if v is not None}
+    return ReadLimits(**given) if given else None
+
+
+def _check_args(args: argparse.Namespace, world: int) -> None:
+    if args.topk < 1:
+        raise ConfigError(f"--topk must be at least 1, got {args.topk}")
+    if not args.paths and not args.manifest:
+        raise ConfigError("nothing to classify: give files, folders, patterns or --manifest FILE")
+    if args.resume and not args.output:
+        raise ConfigError("--resume continues an --output file: give --output OUT.jsonl")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if not args.read_timeout > 0:
+        raise ConfigError(f"--read-timeout must be a positive number of seconds, got {args.read_timeout}")
+    if world > 1 and not args.output:
+        raise ConfigError("under torchrun give --output OUT.jsonl: each rank writes a part and rank 0 merges them")
+    if world > 1 and args.report:
+        raise ConfigError("--report is not available under torchrun; run the report on one process "
+                          "(e.g. on a manifest of the files you want to look at)")
+    for manifest in args.manifest or ():
+        _open_manifest(manifest).close()
+
+
+def _build_classifier(args: argparse.Namespace, device: Optional[str] = None) -> Tuple[Any, List[str]]:
     from pointcalip.api import ZeroShotClassifier
     from pointcalip.config import build_config
 
-    cfg = build_config(args.config, overrides_from_args(args, MODEL_OVERRIDES))
+    overrides = overrides_from_args(args, MODEL_OVERRIDES)
+    if device is not None:
+        overrides["device"] = device
+    cfg = build_config(args.config, overrides)
     classes = vocabulary(args, cfg.dataset)
-    return ZeroShotClassifier.from_config(cfg, classes), classes
+    return ZeroShotClassifier.from_config(cfg, classes, up_axis=args.up_axis or "y",
+                                          robust=args.robust_normalize, limits=_limits(args)), classes
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.topk < 1:
-        raise ConfigError(f"--topk must be at least 1, got {args.topk}")
-    classifier, classes = _build_classifier(args)  # model + text features, once per run
-    rows = expand_inputs(args.paths, args.recursive)
-    classify_rows(classifier, rows, min(args.topk, len(classes)))
-    if args.json:
-        print(json.dumps([r.to_dict() for r in rows], indent=2))
+    from pointcalip import distributed
+
+    world = int(os.environ.get("WORLD_SIZE", "1")) if distributed.launched() else 1
+    _check_args(args, world)
+    with distributed.session(args.device or "auto") as ctx:
+        rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+        return _run(args, rank, world, ctx.device if ctx is not None else None)
+
+
+def _run(args: argparse.Namespace, rank: int, world: int, device: Optional[str]) -> int:
+    import functools
+
+    from tqdm.auto import tqdm
+
+    from pointcalip import distributed
+    from pointcalip.api import up_axis_candidates
+    from pointcalip.clouds import ReaderPool
+
+    classifier, classes = _build_classifier(args, device)  # model + text features, once per run
+    axes = up_axis_candidates(args.up_axis or "y")
+    topk = min(args.topk, len(classes))
+    keys = {"up_axis": args.up_axis is not None, "outliers": bool(args.robust_normalize)}
+    manifests = list(args.manifest or ())
+
+    items: Iterator[Item] = iter_inputs(args.paths, manifests, args.recursive)
+    if world > 1:
+        items = (it for it in items if it.index % world == rank)
+    out = Path(args.output) if args.output else None
+    target = part_path(out, rank, world) if (out is not None and world > 1) else out
+    done = 0
+    if args.resume and target is not None:
+        if world > 1 and not target.exists() and out.exists():
+            _seed_part_from_output(out, target, rank, world)
+        if target.exists():
+            done = skip_done(items, target, truncate_to_complete_lines(target), check_index=world > 1)
+            _log.info("%s: %d rows already done; resuming", target, done)
+
+    sinks: List[Sink] = []
+    if target is not None:
+        sinks.append(JsonlSink(target, append=done > 0, keys={**keys, "index": world > 1}))
+    elif args.json:
+        sinks.append(JsonArraySink(sys.stdout, keys))
     else:
-        print(format_table(rows))
-    failed = sum(r.error is not None for r in rows)
+        sinks.append(TableSink(sys.stdout, max([len(c) for c in classes] + [5])))
+    report = ReportRows(REPORT_MAX_ITEMS, classes) if args.report else None
+
+    show = args.progress if args.progress is not None else (out is not None or sys.stderr.isatty())
+    total = _count_inputs(args, manifests, rank, world) if show else None
+    bar = tqdm(total=None if total is None else max(0, total - done), desc="classify", unit="file",
+               disable=not show, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 5.0, dynamic_ncols=True)
+    runner = Runner(classifier, axes, topk, sinks, report, bar)
+    task = functools.partial(read_candidates, num_points=classifier.num_points, axes=axes,
+                             robust=bool(args.robust_normalize), limits=_limits(args))
+    workers = default_workers() if args.workers is None else args.workers
+    fed: deque = deque()
+
+    def feed() -> Iterator[Item]:
+        for it in items:
+            fed.append(it)
+            yield it
+
+    try:
+        with ReaderPool(workers, args.read_timeout, task) as pool:
+            for outcome in pool.imap(feed()):
+                runner.add(fed.popleft(), outcome.value, outcome.error)
+        runner.flush()
+    except BaseException:
+        if target is not None:
+            print(f"pointcalip classify: the {runner.rows} finished rows are in {target}; run the same command "
+                  f"with --resume to continue", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+        for sink in sinks:
+            sink.close()
+
+    rows, failed = done + runner.rows, runner.failed
+    if world > 1:
+        distributed.barrier()
+        if rank != 0:
+            distributed.barrier()
+            return 0  # rank 0 reports for everyone (a non-zero rank would make torchrun stop the others)
+        rows, failed = merge_parts(out, world)
+        distributed.barrier()
+    elif done:
+        failed = sum(row.get("error") is not None for row in _done_rows(target, rows))
+    if report is not None:
+        from pointcalip.htmlreport import write_classify_report
+
+        write_classify_report(args.report, report, settings=_settings(classifier, args), max_items=REPORT_MAX_ITEMS)
+        print(f"pointcalip classify: wrote {args.report}", file=sys.stderr)
     if failed:
-        print(f"pointcalip classify: {failed} of {len(rows)} input(s) failed", file=sys.stderr)
+        print(f"pointcalip classify: {failed} of {rows} input(s) failed", file=sys.stderr)
     return 2 if failed else 0
+
+
+def _count_inputs(args: argparse.Namespace, manifests: Sequence[str], rank: int, world: int) -> Optional[int]:
+    """How many inputs this rank gets (for the progress bar's ETA); one pass over the manifests."""
+    total = len(expand_inputs(args.paths, args.recursive)) + sum(count_manifest(m) for m in manifests)
+    return (total - rank + world - 1) // world if total > rank else 0
+
+
+def _settings(classifier: Any, args: argparse.Namespace) -> Dict[str, str]:
+    c = classifier.config
+    classes = ", ".join(classifier.classes)
+    return {"backbone": c.backbone, "pretrained": c.pretrained, "method": c.method, "projection": c.projection,
+            "classes": classes if len(classes) <= 300 else classes[:297] + "...",
+            "up axis": args.up_axis or "y", "robust normalisation": "on" if args.robust_normalize else "off",
+            "points per cloud": str(c.num_points)}

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pointcalip import distributed
 from pointcalip.attention import DEFAULT_ALPHA, DEFAULT_BETA2, DEFAULT_BETA3
 from pointcalip.encoders import DenseFeatures
 
@@ -190,3 +191,68 @@ class FewShotHead(nn.Module):
         if self.calip_fs is None:
             return {}
         return {"beta2": float(self.calip_fs.beta2.detach()), "beta3": float(self.calip_fs.beta3.detach())}
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+class SyncedBatchNorm1d(nn.BatchNorm1d):
+    """``BatchNorm1d`` whose training statistics span every rank's part of the batch (docs/method.md §10).
+
+    ``torch.nn.SyncBatchNorm`` refuses CPU tensors, so CPU runs under ``torchrun`` (gloo) use
+    this module: per channel, the mean and the biased variance of ``x: (B_r, D)`` are taken
+    over the rows of all ranks (two differentiable all-reduces of sums: ``sum x``, then
+    ``sum (x - mean)^2``), so the gradient is that of one batch norm over the whole batch.
+    Running statistics follow ``BatchNorm1d`` (unbiased variance, ``momentum``). Outside
+    training, or in one process, it is exactly ``BatchNorm1d``; its state-dict keys are the
+    same, so heads trained with it load into plain heads.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and distributed.is_distributed()):
+            return super().forward(x)
+        if x.dim() != 2:
+            raise ValueError(f"SyncedBatchNorm1d expects x of shape (B, D); got {tuple(x.shape)}")
+        from torch.distributed.nn.functional import all_reduce
+
+        d = x.shape[1]
+        first = all_reduce(torch.cat([x.sum(dim=0), x.new_tensor([float(x.shape[0])])]))
+        count = first[d].detach()
+        if float(count) < 2:
+            raise ValueError(f"batch norm in training needs more than one value per channel; got {int(count)}")
+        mean = first[:d] / count
+        var = all_reduce(((x - mean) ** 2).sum(dim=0)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * (count / (count - 1)), alpha=m)
+        out = (x - mean) / torch.sqrt(var + self.eps)
+        return out * self.weight + self.bias if self.affine else out
+
+
+def sync_batchnorm(module: nn.Module, device: torch.device | str) -> nn.Module:
+    """``module`` with every ``BatchNorm1d`` synchronised over the ranks of a ``torchrun`` launch.
+
+    On CUDA: ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``; on the CPU (gloo), where
+    ``SyncBatchNorm`` cannot run, each ``BatchNorm1d`` becomes a :class:`SyncedBatchNorm1d`
+    that shares its parameters and buffers. Returns ``module`` (changed in place) or the
+    converted root.
+    """
+    if torch.device(device).type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in list(module.named_children()):
+        if type(child) is nn.BatchNorm1d:
+            synced = SyncedBatchNorm1d(child.num_features, child.eps, child.momentum, child.affine,
+                                       child.track_running_stats)
+            if child.affine:
+                synced.weight, synced.bias = child.weight, child.bias
+            if child.track_running_stats:
+                synced.running_mean, synced.running_var = child.running_mean, child.running_var
+                synced.num_batches_tracked = child.num_batches_tracked
+            synced.train(child.training)
+            setattr(module, name, synced)
+        else:
+            sync_batchnorm(child, device)
+    return module

@@ -14,6 +14,12 @@ Run folder ``DIR`` (``cfg.output``)::
 Determinism: every epoch reseeds its own generator (batch order, augmentation) and torch's
 global RNG (dropout) from ``(seed, epoch)``, so a run resumed from ``state.pt`` ends
 bit-identical to an uninterrupted one on the CPU.
+
+Several processes (``torchrun``, docs/method.md §10): the head is wrapped in
+``DistributedDataParallel`` and its BatchNorms are synchronised; every rank draws the same
+batches and takes a contiguous part of each, the per-rank losses are scaled so that the
+averaged gradient is the gradient of the whole batch's mean loss, and rank 0 alone writes
+files. Encoding (cached features, the test set) is shared out by whole batches.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pointcalip import distributed
 from pointcalip.aggregation import accuracy
 from pointcalip.atomic import atomic_open
 from pointcalip.cache import ComponentCache, cache_key
@@ -40,9 +47,10 @@ from pointcalip.engine import ZeroShotEngine, engine_from_config
 from pointcalip.errors import ConfigError, PointcalipError
 from pointcalip.fewshot.config import FewShotConfig
 from pointcalip.fewshot.evaluate import (
-    build_head, encode_batches, head_logits, load_head, predict, save_head, to_device, write_head_results,
+    build_head, encode_batches, head_from_state, head_logits, predict, read_head_file, save_head, to_device,
+    write_head_results,
 )
-from pointcalip.fewshot.heads import FewShotHead
+from pointcalip.fewshot.heads import FewShotHead, sync_batchnorm
 from pointcalip.report import write_json
 from pointcalip.datasets.splits import kshot_indices, short_classes
 
@@ -58,19 +66,23 @@ class TrainingError(PointcalipError):
 # --------------------------------------------------------------------------- recipe pieces
 
 
-def smooth_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, epsilon: float = 0.2) -> torch.Tensor:
-    """Label-smoothing cross-entropy, mean over ``B``.
+def smooth_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, epsilon: float = 0.2,
+                         reduction: str = "mean") -> torch.Tensor:
+    """Label-smoothing cross-entropy, mean (or ``reduction="sum"``) over ``B``.
 
     The target puts ``1 - epsilon`` on the true class and ``epsilon / (K - 1)`` on each of
     the other ``K - 1`` classes (PointCLIP's; ``torch``'s ``label_smoothing`` spreads
     ``epsilon`` over all ``K``). ``logits: (B, K)``, ``labels: (B,)`` -> scalar.
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}")
     k = logits.shape[-1]
     if k < 2:
         raise ValueError("label smoothing needs K >= 2 classes")
     target = torch.full_like(logits, epsilon / (k - 1))
     target.scatter_(1, labels.view(-1, 1).to(logits.device), 1.0 - epsilon)
-    return -(target * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+    per_cloud = -(target * logits.log_softmax(dim=-1)).sum(dim=-1)
+    return per_cloud.mean() if reduction == "mean" else per_cloud.sum()
 
 
 def augment_points(points: torch.Tensor, generator: torch.Generator, scale: Tuple[float, float] = (2 / 3, 3 / 2),
@@ -141,7 +153,7 @@ def sample_sets(cfg: FewShotConfig, train) -> Tuple[np.ndarray, np.ndarray, Dict
     kshot = kshot_indices(train.labels, cfg.shots, cfg.seed)
     val = kshot_indices(train.labels, cfg.val_per_class, cfg.seed + _VAL_SEED_OFFSET, exclude=kshot)
     short = short_classes(train.labels, kshot, cfg.shots, k)
-    if short:
+    if short and distributed.is_main():
         names = ", ".join(f"{train.classes[c]} ({n})" for c, n in short.items())
         print(f"pointcalip fewshot: note: {len(short)} class(es) have fewer than {cfg.shots} training clouds, "
               f"all of them are used: {names}", file=sys.stderr)
@@ -165,17 +177,35 @@ def _features(cfg: FewShotConfig, engine: ZeroShotEngine, ds, indices: np.ndarra
             "weights": engine.encoder.info.fingerprint, "projection": engine.projection.to_dict(),
             "normalize": cfg.normalize_images, "spatial": keep_spatial})
         hit = ComponentCache(cfg.feature_cache_dir).load(key)
+        hit = hit if distributed.all_true(hit is not None) else None
         if hit is not None:
             return DenseFeatures(torch.from_numpy(hit["global_"]),
                                  torch.from_numpy(hit["spatial"]) if keep_spatial else None,
                                  torch.from_numpy(hit["global_raw"]))
-    feats = encode_batches(engine, ds.points_of(indices), cfg.encode_batch_size, keep_spatial, cfg.progress, desc)
-    if key is not None:
+    feats = _encode_shared(engine, ds, indices, cfg.encode_batch_size, keep_spatial, cfg.progress, desc)
+    if key is not None and distributed.is_main():
         arrays = {"global_": feats.global_.numpy(), "global_raw": feats.global_raw.numpy()}
         if keep_spatial:
             arrays["spatial"] = feats.spatial.numpy()
         ComponentCache(cfg.feature_cache_dir).save(key, arrays, meta={"desc": desc, "n": len(indices)})
     return feats
+
+
+def _encode_shared(engine: ZeroShotEngine, ds: Any, indices: np.ndarray, batch_size: int, keep_spatial: bool,
+                   progress: bool, desc: str) -> DenseFeatures:
+    """:func:`encode_batches` of ``ds.points_of(indices)``; under ``torchrun`` each rank encodes a
+    run of whole batches and every rank receives all rows (the same batches as one process)."""
+    if not distributed.is_distributed():
+        return encode_batches(engine, ds.points_of(indices), batch_size, keep_spatial, progress, desc)
+    a, b = distributed.batch_aligned_shard(len(indices), batch_size, distributed.world_size(), distributed.rank())
+    if b > a:
+        f = encode_batches(engine, ds.points_of(indices[a:b]), batch_size, keep_spatial,
+                           progress and distributed.is_main(), desc)
+    else:  # more ranks than batches: an empty part (its trailing shape comes from the others)
+        f = DenseFeatures(torch.zeros(0, 0, 0), torch.zeros(0, 0, 0, 0) if keep_spatial else None, torch.zeros(0, 0, 0))
+    return DenseFeatures(distributed.all_gather_rows(f.global_),
+                         distributed.all_gather_rows(f.spatial) if keep_spatial else None,
+                         distributed.all_gather_rows(f.global_raw))
 
 
 def prepare(cfg: FewShotConfig) -> Tuple[Prepared, Dict[str, Any]]:
@@ -264,19 +294,36 @@ def _load_state(path: Path, cfg: FewShotConfig, prep: Prepared) -> Dict[str, Any
 # --------------------------------------------------------------------------- training
 
 
-def _batch_features(prep: Prepared, idx: torch.Tensor, generator: torch.Generator) -> DenseFeatures:
-    """Features of the K-shot clouds ``idx``: cached rows, or augmented clouds encoded now."""
+def _batch_features(prep: Prepared, idx: torch.Tensor, generator: torch.Generator,
+                    pos: Optional[torch.Tensor] = None) -> DenseFeatures:
+    """Features of the K-shot clouds ``idx`` (positions ``pos`` of the batch only, when given):
+    cached rows, or augmented clouds encoded now. The whole batch is augmented either way,
+    so the random draws do not depend on the part a rank takes."""
     device = prep.encoder.device
     if prep.train_features is not None:
-        return to_device(prep.train_features, idx, device)
+        return to_device(prep.train_features, idx if pos is None else idx[pos], device)
     cfg = prep.cfg
     pts = torch.from_numpy(prep.train.points_of(prep.kshot[idx.numpy()]))
     pts = augment_points(pts, generator, cfg.aug_scale, cfg.aug_shift, cfg.shuffle_points)
-    return prep.engine.forward_features(pts)  # no_grad: the encoder is frozen
+    if pos is None:
+        return prep.engine.forward_features(pts)  # no_grad: the encoder is frozen
+    if len(pos) == 0:  # an empty part: encode one cloud for the shapes, keep none
+        f = prep.engine.forward_features(pts[:1])
+        return DenseFeatures(f.global_[:0], f.spatial[:0], f.global_raw[:0])
+    return prep.engine.forward_features(pts[pos])
 
 
-def train_epoch(head: FewShotHead, optimizer: torch.optim.Optimizer, prep: Prepared, epoch: int) -> Tuple[float, float]:
-    """One epoch over the K-shot set; returns ``(mean loss, train accuracy %)``."""
+def train_epoch(head: FewShotHead, optimizer: torch.optim.Optimizer, prep: Prepared, epoch: int,
+                model: Optional[torch.nn.Module] = None) -> Tuple[float, float]:
+    """One epoch over the K-shot set; returns ``(mean loss, train accuracy %)`` over all ranks.
+
+    ``model`` is ``head`` wrapped in ``DistributedDataParallel`` under ``torchrun`` (then this
+    rank computes the contiguous part ``rank`` of ``world`` parts of each batch and its loss
+    is ``world * (sum of its clouds' losses) / (clouds in the batch)``, so the averaged
+    gradient is that of the batch mean); ``None`` = ``head`` in one process.
+    """
+    model = head if model is None else model
+    world, me = distributed.world_size(), distributed.rank()
     cfg = prep.cfg
     generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
     torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1)  # dropout
@@ -286,19 +333,32 @@ def train_epoch(head: FewShotHead, optimizer: torch.optim.Optimizer, prep: Prepa
     total, correct, seen = 0.0, 0, 0
     batches = batch_order(len(prep.kshot), cfg.batch_size, generator)
     show = cfg.progress and prep.train_features is None
-    for idx in tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=not show):
-        feats = _batch_features(prep, idx, generator)
-        labels = prep.train_labels[idx].to(head.text.device)
-        logits = head(feats)
-        loss = smooth_cross_entropy(logits, labels, cfg.label_smoothing)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"training diverged in epoch {epoch + 1} (loss {float(loss)}); lower --lr "
+    for idx in tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", leave=False,
+                    disable=not show or not distributed.is_main()):
+        if world == 1:
+            feats = _batch_features(prep, idx, generator)
+            labels = prep.train_labels[idx].to(head.text.device)
+            logits = model(feats)
+            loss = smooth_cross_entropy(logits, labels, cfg.label_smoothing)
+            batch_loss, batch_correct = float(loss.detach()), int((logits.detach().argmax(-1) == labels).sum())
+        else:
+            pos = torch.arange(len(idx)).tensor_split(world)[me]
+            feats = _batch_features(prep, idx, generator, pos)
+            labels = prep.train_labels[idx[pos]].to(head.text.device)
+            logits = model(feats)
+            loss_sum = smooth_cross_entropy(logits, labels, cfg.label_smoothing, reduction="sum")
+            loss = loss_sum * (world / len(idx))
+            tot, batch_correct = distributed.all_reduce_sum(
+                [float(loss_sum.detach()), int((logits.detach().argmax(-1) == labels).sum())])
+            batch_loss, batch_correct = tot / len(idx), int(batch_correct)
+        if not math.isfinite(batch_loss):  # the same value on every rank: all stop together
+            raise TrainingError(f"training diverged in epoch {epoch + 1} (loss {batch_loss}); lower --lr "
                                 f"(now {cfg.lr}) or use --head adapter")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * len(idx)
-        correct += int((logits.detach().argmax(-1) == labels).sum())
+        total += batch_loss * len(idx)
+        correct += batch_correct
         seen += len(idx)
     return total / max(1, seen), 100.0 * correct / max(1, seen)
 
@@ -325,29 +385,51 @@ def fit(prep: Prepared, out: Path, restart: bool = False, on_epoch_end: Optional
     """
     cfg = prep.cfg
     head = new_head(cfg, prep)
+    model: torch.nn.Module = head
+    if distributed.is_distributed():
+        from torch.nn.parallel import DistributedDataParallel
+
+        head = sync_batchnorm(head, prep.encoder.device)
+        dev = torch.device(prep.encoder.device)
+        model = DistributedDataParallel(head, device_ids=[dev.index] if dev.type == "cuda" else None)
     optimizer = make_optimizer(head, cfg)
     state_path = out / "state.pt"
+    main = distributed.is_main()
     start, best, rows = 0, {"epoch": 0, "val_acc": None}, []
-    if state_path.is_file() and not restart:
-        state = _load_state(state_path, cfg, prep)
+    state, error = None, None
+    if main and state_path.is_file() and not restart:  # rank 0 reads state.pt and hands it to the others
+        try:
+            state = _load_state(state_path, cfg, prep)
+        except ConfigError as exc:
+            error = str(exc)
+    state, error = distributed.broadcast_object((state, error))
+    if error is not None:
+        raise ConfigError(error)
+    if state is not None:
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
         start, best, rows = int(state["epoch"]), dict(state["best"]), list(state["log"])
     epochs = tqdm(range(start, cfg.epochs), initial=start, total=cfg.epochs, unit="epoch",
-                  desc=f"{cfg.head} {cfg.shots}-shot", disable=not cfg.progress)
+                  desc=f"{cfg.head} {cfg.shots}-shot", disable=not cfg.progress or not main)
     for epoch in epochs:
         t0 = time.perf_counter()
-        loss, train_acc = train_epoch(head, optimizer, prep, epoch)
+        loss, train_acc = train_epoch(head, optimizer, prep, epoch, model)
         val_acc = accuracy_on(head, prep.val_features, prep.val_labels)
         row = {"epoch": epoch + 1, "lr": learning_rate(epoch, cfg), "loss": loss, "train_acc": train_acc,
                "val_acc": val_acc, "seconds": time.perf_counter() - t0}
         rows.append(row)
         meta = head_meta(cfg, prep, epoch + 1, val_acc)
-        save_head(out / "last.safetensors", head, meta)
-        if val_acc is None or best["val_acc"] is None or val_acc > best["val_acc"]:
-            save_head(out / "best.safetensors", head, meta)
+        improved = val_acc is None or best["val_acc"] is None or val_acc > best["val_acc"]
+        if improved:
             best = {"epoch": epoch + 1, "val_acc": val_acc}
+        if not main:
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, row)
+            continue
+        save_head(out / "last.safetensors", head, meta)
+        if improved:
+            save_head(out / "best.safetensors", head, meta)
         write_log(out / "log.csv", rows)
         _save_state(state_path, {
             "version": STATE_VERSION, "epoch": epoch + 1, "head": head.state_dict(),
@@ -370,20 +452,56 @@ def fit(prep: Prepared, out: Path, restart: bool = False, on_epoch_end: Optional
 
 
 def run_fewshot(cfg: FewShotConfig, restart: bool = False,
-                on_epoch_end: Optional[EpochCallback] = None) -> Dict[str, Any]:
+                on_epoch_end: Optional[EpochCallback] = None) -> Optional[Dict[str, Any]]:
     """``pointcalip fewshot``: sample, train (resuming from ``cfg.output``), test ``best.safetensors``.
 
     Writes every file listed in the module docstring; returns the results mapping
-    (``pointcalip.evaluate.run_eval``'s shape plus ``head`` and ``training``).
+    (``pointcalip.evaluate.run_eval``'s shape plus ``head`` and ``training``). Under
+    ``torchrun`` every rank trains its part of each batch on ``cuda:LOCAL_RANK`` (or the
+    CPU); rank 0 writes the files and returns the results, the other ranks return ``None``.
     """
+    ctx = distributed.setup(cfg.device)
+    try:
+        if ctx is not None:
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, device=ctx.device)
+        return _run_fewshot_ranked(cfg, restart, on_epoch_end)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _test_predictions(head: FewShotHead, prep: Prepared) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """``(logits (B, K), components (B, V, 3, K))`` of the test split on rank 0 (``None`` elsewhere);
+    each rank predicts a run of whole batches."""
+    cfg = prep.cfg
+    a, b = distributed.batch_aligned_shard(len(prep.test), cfg.encode_batch_size, distributed.world_size(),
+                                           distributed.rank())
+    logits, comps = predict(head, prep.engine, prep.test.points_of(np.arange(a, b)), cfg.encode_batch_size,
+                            cfg.progress and distributed.is_main())
+    logits_all = distributed.gather_rows(torch.from_numpy(logits))
+    comps_all = distributed.gather_rows(torch.from_numpy(comps))
+    if logits_all is None or comps_all is None:
+        return None, None
+    return logits_all.numpy(), comps_all.numpy()
+
+
+def _run_fewshot_ranked(cfg: FewShotConfig, restart: bool,
+                        on_epoch_end: Optional[EpochCallback]) -> Optional[Dict[str, Any]]:
+    """The body of :func:`run_fewshot` once the process group (if any) is running."""
     t_start = time.perf_counter()
     out = Path(cfg.output)
     prep, record = prepare(cfg)
-    write_json(out / "kshot_indices.json", record)
+    main = distributed.is_main()
+    if main:
+        write_json(out / "kshot_indices.json", record)
     summary = fit(prep, out, restart, on_epoch_end)
-    head, meta = load_head(str(out / "best.safetensors"), prep.encoder.device)
+    best_file = distributed.broadcast_object(read_head_file(str(out / "best.safetensors")) if main else None)
+    head, meta = head_from_state(best_file[0], best_file[1], prep.encoder.device), best_file[1]
     t0 = time.perf_counter()
-    logits, comps = predict(head, prep.engine, prep.test.points_of(np.arange(len(prep.test))), cfg.encode_batch_size, cfg.progress)
+    logits, comps = _test_predictions(head, prep)
+    if not main:
+        return None
     timings = {"load_model_s": prep.seconds_load, "encode_s": prep.seconds_encode, "test_s": time.perf_counter() - t0,
                "components_from_cache": False, "total_s": time.perf_counter() - t_start}
     results = write_head_results(out, head, meta, str(out / "best.safetensors"), prep.test, "test", logits, comps,

@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["pointcalip", "pointcalip.*"]),
     include_package_data=True,
-    package_data={"pointcalip": ["presets/*.yaml"]},
+    package_data={"pointcalip": ["configs/*.yaml"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -23,6 +23,7 @@ setup(
         "matplotlib>=3.7",
         "safetensors>=0.4",
         "pillow>=9.0",
+        "openvino>=2024.4",
     ],
     extras_require={"dev": ["pytest>=7.0"]},
     entry_points={"console_scripts": ["pointcalip=pointcalip.cli:main"]},

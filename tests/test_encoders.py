@@ -83,7 +83,7 @@ def test_unknown_backbone_and_tag() -> None:
 
 def test_uncached_tag_offline_fails_fast(tmp_path, monkeypatch) -> None:
     """No cache and no network: a clear error within seconds, never random weights."""
-    import pointcalip.encoders as enc
+    import pointcalip.weights as enc
 
     monkeypatch.setattr(enc, "_HF_HOST", "127.0.0.1")
     monkeypatch.setattr(enc, "_reachable", lambda host, port=443, timeout=5.0: False)
@@ -95,7 +95,7 @@ def test_uncached_tag_offline_fails_fast(tmp_path, monkeypatch) -> None:
 
 
 def test_reachability_probe_times_out_quickly() -> None:
-    import pointcalip.encoders as enc
+    import pointcalip.weights as enc
 
     t0 = time.monotonic()
     assert enc._reachable("127.0.0.1", port=9, timeout=2.0) is False  # discard port: refused
@@ -103,7 +103,7 @@ def test_reachability_probe_times_out_quickly() -> None:
 
 
 def test_reachability_probe_gives_up_on_a_hanging_resolver(monkeypatch) -> None:
-    import pointcalip.encoders as enc
+    import pointcalip.weights as enc
 
     def hang(*args, **kwargs):
         time.sleep(30)

@@ -1,0 +1,194 @@
+"""Image-tower runtimes (docs/method.md §3): every runtime reproduces eager torch fp32,
+converted models are cached and survive damage, fallbacks and refusals are clear."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+
+from pointcalip.attention import calip_components
+from pointcalip.encoders import CLIPEncoder, load_encoder
+from pointcalip.errors import ConfigError, WeightsError
+from pointcalip.runtime import PRECISIONS, RUNTIMES, OpenVINORunner
+
+openvino = pytest.importorskip("openvino")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``max |a - b| / max |b|``."""
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+
+
+@pytest.fixture(scope="module")
+def encoders(resnet_encoder, vit_encoder):
+    """(eager torch, openvino) encoders of each tiny family; the shared fixtures load with
+    ``runtime="auto"``, which is OpenVINO on the CPU; the eager twin reuses their model."""
+    out = {}
+    for fam, ov in (("resnet", resnet_encoder), ("vit", vit_encoder)):
+        eager = CLIPEncoder(ov.model, ov.tokenizer, ov.info, ov.device, runtime="torch")
+        out[fam] = (eager, ov)
+    return out
+
+
+def test_runtime_names() -> None:
+    assert RUNTIMES == ("auto", "torch", "compile", "openvino") and PRECISIONS == ("fp32", "bf16", "fp16")
+
+
+@pytest.mark.parametrize("family", ["resnet", "vit"])
+def test_openvino_matches_eager_torch_for_any_batch(family: str, encoders) -> None:
+    eager, ov = encoders[family]
+    assert ov.runtime == "openvino" and eager.runtime == "torch"
+    for b in (3, 1, 5):  # dynamic batch: the engine's last batch is smaller
+        x = torch.rand(b, 3, 224, 224) * 2.5
+        want, got = eager.encode_image_dense(x), ov.encode_image_dense(x)
+        assert got.spatial.shape == want.spatial.shape == (b, 49, 32)
+        if family == "vit":
+            for g, w in zip(got, want):
+                assert rel(g, w) <= 1e-5
+        else:
+            # The tiny ResNet's attention pool is sharpened (q, k x8, positions x20), which
+            # amplifies fp32 rounding: eager torch itself is ~1e-5 from float64 there. Each
+            # runtime must be as close to float64 as eager torch is (full-size RN50: ~1e-6,
+            # tests/test_full_size.py).
+            truth = copy.deepcopy(eager.tower).double()
+            with torch.no_grad():
+                t64 = truth(x.double())
+            err_eager = rel(eager._runner(x), t64)
+            assert rel(ov._runner(x), t64) <= max(1e-5, 2 * err_eager)
+            assert rel(got.global_raw, want.global_raw) <= 5e-5
+
+
+def test_openvino_conversion_is_cached_and_damage_is_rebuilt(tiny_vit, tmp_path, monkeypatch, caplog) -> None:
+    cfg, ckpt = map(str, tiny_vit)
+    first = load_encoder(cfg, ckpt, device="cpu", runtime="auto", runtime_cache_dir=tmp_path)
+    assert first.runtime == "openvino"
+    entries = list((tmp_path / "runtimes").iterdir())
+    assert len(entries) == 1 and (entries[0] / "model.bin").stat().st_size > 100_000
+    x = torch.rand(2, 3, 224, 224)
+    want = first.encode_image_dense(x).spatial
+
+    def no_convert(*args, **kwargs):
+        raise AssertionError("converted again despite a cached model")
+
+    with monkeypatch.context() as m:
+        m.setattr(OpenVINORunner, "_convert", no_convert)
+        again = load_encoder(cfg, ckpt, device="cpu", runtime="openvino", runtime_cache_dir=tmp_path)
+    torch.testing.assert_close(again.encode_image_dense(x).spatial, want, rtol=0, atol=0)
+
+    # garble the weights: the load-time check catches it, the entry is deleted and rebuilt
+    blob = entries[0] / "model.bin"
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = b"\x7f" * 4096
+    blob.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="pointcalip"):
+        rebuilt = load_encoder(cfg, ckpt, device="cpu", runtime="openvino", runtime_cache_dir=tmp_path)
+    assert "damaged" in caplog.text
+    assert rel(rebuilt.encode_image_dense(x).spatial, want) <= 1e-5
+    assert [p.name for p in (tmp_path / "runtimes").iterdir()] == [entries[0].name]  # no temp leftovers
+    with monkeypatch.context() as m:  # an unreadable model file is a miss too
+        m.setattr(OpenVINORunner, "_convert", no_convert)
+        (entries[0] / "model.xml").write_text("<not xml")
+        with pytest.raises(AssertionError, match="converted again"):
+            load_encoder(cfg, ckpt, device="cpu", runtime="openvino", runtime_cache_dir=tmp_path)
+    assert not entries[0].exists()
+
+
+def test_missing_openvino_auto_falls_back_explicit_fails(tiny_vit, tmp_path, monkeypatch) -> None:
+    cfg, ckpt = map(str, tiny_vit)
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)  # import openvino -> ImportError
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        enc = load_encoder(cfg, ckpt, device="cpu", runtime="auto", runtime_cache_dir=tmp_path)
+    assert enc.runtime == "torch"
+    assert len([w for w in caught if "openvino" in str(w.message)]) == 1
+    with pytest.raises(WeightsError, match="openvino.*--runtime torch"):
+        load_encoder(cfg, ckpt, device="cpu", runtime="openvino", runtime_cache_dir=tmp_path)
+
+
+def test_failed_conversion_auto_falls_back(tiny_vit, tmp_path, monkeypatch) -> None:
+    import pointcalip.runtime as rt
+
+    def broken(self, tower, image_size):
+        raise rt._RuntimeUnavailable("OpenVINO conversion failed: unsupported op")
+
+    monkeypatch.setattr(OpenVINORunner, "_convert", broken)
+    cfg, ckpt = map(str, tiny_vit)
+    with pytest.warns(UserWarning, match="unsupported op"):
+        assert load_encoder(cfg, ckpt, device="cpu", runtime_cache_dir=tmp_path).runtime == "torch"
+    with pytest.raises(WeightsError, match="unsupported op"):
+        load_encoder(cfg, ckpt, device="cpu", runtime="openvino", runtime_cache_dir=tmp_path)
+
+
+def test_bad_choices_are_config_errors(tiny_vit) -> None:
+    cfg, ckpt = map(str, tiny_vit)
+    with pytest.raises(ConfigError, match="valid: auto, torch, compile, openvino"):
+        load_encoder(cfg, ckpt, device="cpu", runtime="tensorrt")
+    with pytest.raises(ConfigError, match="valid: fp32, bf16, fp16"):
+        load_encoder(cfg, ckpt, device="cpu", precision="fp64")
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA"):
+        load_encoder(cfg, ckpt, device="cpu", precision="fp16")
+    with pytest.raises(ConfigError, match="openvino runs in fp32"):
+        load_encoder(cfg, ckpt, device="cpu", runtime="openvino", precision="bf16")
+
+
+@pytest.mark.parametrize("family", ["resnet", "vit"])
+def test_bf16_on_cpu_components_close_to_fp32(family: str, encoders, tiny_resnet, tiny_vit) -> None:
+    """bf16 autocast on the tower, CALIP components vs fp32 (max |diff| / max |fp32|):
+    observed ~5e-3 on the tiny ViT and ~4.4e-2 on the tiny ResNet, whose sharpened attention
+    pool amplifies rounding; bf16 keeps 8 mantissa bits."""
+    eager, _ = encoders[family]
+    cfg, ckpt = map(str, tiny_resnet if family == "resnet" else tiny_vit)
+    half = load_encoder(cfg, ckpt, device="cpu", precision="bf16")
+    assert half.runtime == "torch" and half.precision == "bf16"  # auto -> torch autocast
+    x = torch.rand(4, 3, 224, 224) * 2.5
+    text = torch.nn.functional.normalize(torch.randn(5, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+
+    def comps(enc: CLIPEncoder) -> torch.Tensor:
+        f = enc.encode_image_dense(x)
+        assert f.spatial.dtype == torch.float32
+        return calip_components(f.global_, f.spatial, text, enc.logit_scale, 1.0)
+
+    c32, c16 = comps(eager), comps(half)
+    err = rel(c16, c32)
+    assert 0 < err <= (8e-2 if family == "resnet" else 1.5e-2)  # it really ran in bf16, and stayed close
+
+
+@pytest.mark.slow
+def test_compile_matches_eager_torch(tiny_vit, tmp_path) -> None:
+    """torch.compile (inductor) on the tiny ViT, dynamic batch; slow: inductor builds C++."""
+    cfg, ckpt = map(str, tiny_vit)
+    eager = load_encoder(cfg, ckpt, device="cpu", runtime="torch")
+    comp = load_encoder(cfg, ckpt, device="cpu", runtime="compile", runtime_cache_dir=tmp_path)
+    assert comp.runtime == "compile"
+    for b in (3, 1):
+        x = torch.rand(b, 3, 224, 224)
+        for g, w in zip(comp.encode_image_dense(x), eager.encode_image_dense(x)):
+            assert rel(g, w) <= 1e-5
+    assert any(p.suffix == ".bin" for p in (tmp_path / "runtimes").iterdir())
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_runs_every_precision_from_pinned_memory(precision: str, tiny_resnet, encoders) -> None:
+    eager_cpu, _ = encoders["resnet"]
+    cfg, ckpt = map(str, tiny_resnet)
+    enc = load_encoder(cfg, ckpt, device="cuda", precision=precision)
+    assert enc.runtime == "torch" and enc._runner.channels_last
+    x = (torch.rand(3, 3, 224, 224) * 2.5).pin_memory()
+    got = enc.encode_image_dense(x)
+    assert got.spatial.device.type == "cuda" and got.spatial.dtype == torch.float32
+    want = eager_cpu.encode_image_dense(x)
+    tol = 1e-3 if precision == "fp32" else 5e-2  # TF32/cuDNN vs CPU; half types
+    assert rel(got.global_raw.cpu(), want.global_raw) <= tol
+
+
+@cuda
+def test_cuda_refuses_openvino(tiny_vit) -> None:
+    with pytest.raises(ConfigError, match="CPU only"):
+        load_encoder(*map(str, tiny_vit), device="cuda", runtime="openvino")

@@ -1,8 +1,8 @@
 """Projections: point clouds ``(B, N, 3)`` -> per-view encoder images ``(B, V, 3, S, S)``.
 
-Each kind lives in its own module and registers its presets on import:
-``scatter`` (PointCLIP: ``pointclip``, ``pointclip10``). See docs/method.md §2 and §9 for
-how to add one.
+Each kind lives in its own module and registers its presets on import: ``scatter``
+(PointCLIP: ``pointclip``, ``pointclip10``) and ``realistic`` (PointCLIP V2: ``realistic``).
+docs/method.md §2 and §9 describe them, §11 how to add one.
 """
 
 from pointcalip.projection.base import Projection, check_points, maps_to_images

@@ -277,3 +277,62 @@ def test_sweep_script_smoke(tiny_resnet, data_root, tmp_path) -> None:
     summary = list(csv.DictReader(open(out / "sweep_summary.csv")))
     assert [r["shots"] for r in summary] == ["1", "2"] and summary[0]["zero_shot_top1"] != ""
     assert (out / "accuracy_vs_shots.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- several processes (torchrun, gloo)
+
+_LAUNCH = """
+import json, sys
+from pointcalip.fewshot.config import FewShotConfig, validate
+from pointcalip.fewshot.train import run_fewshot
+res = run_fewshot(validate(FewShotConfig(**json.loads(sys.argv[1]))))
+print("RESULT", json.dumps(None if res is None else res["metrics"]["top1"]), flush=True)
+"""
+
+
+def test_fewshot_under_torchrun_matches_one_process(tiny_resnet, data_root, tmp_path) -> None:
+    """2 gloo ranks (DDP, synced BatchNorm, each half of every batch) train the same head as one
+    process up to float rounding of the split reductions; rank 0 alone writes the files."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    kw = dict(dataset="modelnet10", data_root=str(data_root), backbone=str(tiny_resnet[0]),
+              pretrained=str(tiny_resnet[1]), shots=2, epochs=3, head="both", device="cpu", cache_features=True,
+              val_per_class=1, num_points=256, progress=False, batch_size=8, dropout=0.0)
+    script = tmp_path / "launch.py"
+    script.write_text(_LAUNCH)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+    ddp = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script), json.dumps({**kw, "output": str(ddp)})],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted((line for line in proc.stdout.splitlines() if line.startswith("RESULT")), key=len)
+    assert len(results) == 2 and "RESULT null" in results  # rank 1 returns None
+    results.remove("RESULT null")
+    for name in ("kshot_indices.json", "log.csv", "best.safetensors", "last.safetensors", "state.pt",
+                 "results.json", "predictions.npz", "confusion.png"):
+        assert (ddp / name).is_file(), name
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = run_fewshot(_cfg(data_root, tiny_resnet, tmp_path / "one", dropout=0.0, epochs=3))
+    finally:
+        torch.set_num_threads(threads)
+    assert results[0] == f"RESULT {json.dumps(single['metrics']['top1'])}"
+    a, b = load_file(ddp / "last.safetensors"), load_file(tmp_path / "one" / "last.safetensors")
+    assert a.keys() == b.keys()  # synced BatchNorm keeps plain BatchNorm's state-dict keys
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)  # float rounding of split sums
+    la, lb = _log_rows(ddp / "log.csv"), _log_rows(tmp_path / "one" / "log.csv")
+    assert [r["epoch"] for r in la] == ["1", "2", "3"]
+    for ra, rb in zip(la, lb):
+        assert float(ra["loss"]) == pytest.approx(float(rb["loss"]), rel=1e-5)
+        assert ra["train_acc"] == rb["train_acc"] and ra["val_acc"] == rb["val_acc"]
+    pa, pb = np.load(ddp / "predictions.npz"), np.load(tmp_path / "one" / "predictions.npz")
+    np.testing.assert_allclose(pa["logits"], pb["logits"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(pa["view_components"], pb["view_components"])  # frozen encoder, same batches

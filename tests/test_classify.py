@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import List
 
@@ -13,7 +16,10 @@ import torch
 
 from pointcalip.aggregation import logits_from_components
 from pointcalip.api import Prediction, ZeroShotClassifier
-from pointcalip.clouds import prepare_cloud, read_point_cloud
+from pointcalip.cli.classify import _small_views
+from pointcalip.clouds import prepare_cloud, prepare_cloud_info, read_point_cloud
+from pointcalip.htmlreport import views_png
+from PIL import Image
 from pointcalip.cli import main
 from pointcalip.datasets import class_names
 from pointcalip.encoders import CLIPEncoder
@@ -313,3 +319,92 @@ def test_api_errors(clf, resnet_encoder) -> None:
 def test_read_point_cloud_counts_points_before_resampling() -> None:
     points, n = read_point_cloud(SAMPLES / "airplane.xyz", num_points=100)
     assert n == 1024 and points.shape == (100, 3)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+class _Html(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: List = []
+        self.text: List[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    handle_startendtag = handle_starttag
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_report_shows_views_topk_axis_and_errors(tiny_resnet, bad_files, tmp_path, capsys) -> None:
+    report = tmp_path / "r.html"
+    good = [str(SAMPLES / "chair.ply"), str(SAMPLES / "lamp.npy")]
+    rc = _classify(tiny_resnet, good[0], *bad_files, good[1], "--classes", ",".join(VOCAB), "--topk", "3",
+                   "--up-axis", "z", "--report", str(report), "--json")
+    rows = json.loads(capsys.readouterr().out)
+    assert rc == 2 and report.is_file()
+    page = _Html()
+    page.feed(report.read_text(encoding="utf-8"))
+    text = " ".join(page.text)
+    images = [a for t, a in page.tags if t == "img"]
+    assert len(images) == len(good)  # one contact sheet per classified input
+    for a in images:
+        assert a["src"].startswith("data:image/png;base64,")
+        png = base64.b64decode(a["src"].split(",", 1)[1])
+        with Image.open(io.BytesIO(png)) as im:
+            assert im.format == "PNG" and im.width >= 3 * 64  # 6 views side by side
+    for t, a in page.tags:  # nothing is fetched from anywhere
+        for key in ("src", "href"):
+            if a.get(key):
+                assert a[key].startswith(("data:", "#")), (t, a)
+        assert t not in ("link", "iframe")
+    for r in rows:
+        if r["error"] is not None:
+            assert r["error"] in text  # the failure's one-line message
+        else:
+            for t in r["topk"]:
+                assert t["label"] in text and f"{t['prob']:.3f}" in text
+    assert report.read_text(encoding="utf-8").count('class="badge up">up axis z<') == len(good)
+    # the lamp's card shows the encoder's pictures (projection.preview) of the cloud rotated z -> y
+    def sheet(up_axis: str) -> np.ndarray:
+        points = prepare_cloud_info(np.load(SAMPLES / "lamp.npy"), 1024, up_axis=up_axis).points
+        views = get_preset("pointclip").preview(torch.from_numpy(points[None]))[0].numpy()
+        with Image.open(io.BytesIO(views_png(_small_views(views))[0])) as im:
+            return np.asarray(im.convert("L"))
+
+    with Image.open(io.BytesIO(base64.b64decode(images[1]["src"].split(",", 1)[1]))) as im:
+        shown = np.asarray(im.convert("L"))
+    np.testing.assert_array_equal(shown, sheet("z"))
+    assert not np.array_equal(shown, sheet("y"))
+
+
+# ----------------------------------------------------------------------------- API settings
+
+
+def test_api_passes_projection_runtime_precision_prompts(resnet_encoder, tmp_path) -> None:
+    clf = ZeroShotClassifier(classes=VOCAB, encoder=resnet_encoder, projection="realistic", runtime="torch",
+                             precision="fp32")
+    assert (clf.config.projection, clf.config.runtime, clf.config.precision) == ("realistic", "torch", "fp32")
+    assert clf.engine.projection.name == "realistic" and len(clf.view_weights) == 10
+    pred = clf.predict(str(SAMPLES / "chair.ply"))
+    assert pred.probs.shape == (1, len(VOCAB)) and abs(pred.probs.sum() - 1) < 1e-9
+    assert clf.render(str(SAMPLES / "chair.ply")).shape[:2] == (1, 10)
+    with pytest.raises(ConfigError, match="runtime"):
+        ZeroShotClassifier(classes=VOCAB, encoder=resnet_encoder, runtime="tpu")
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({c: [f"a depth map of a {c}.", f"a {c} seen from above."] for c in VOCAB}))
+    if not hasattr(CLIPEncoder, "sentence_features"):
+        with pytest.raises(ConfigError, match="prompt"):
+            ZeroShotClassifier(classes=VOCAB, encoder=resnet_encoder, prompts=prompts)
+        return
+    from pointcalip.prompts import class_features, load_prompt_file
+
+    with_prompts = ZeroShotClassifier(classes=VOCAB, encoder=resnet_encoder, prompts=prompts)
+    assert with_prompts.config.prompts == str(prompts)
+    want = class_features(resnet_encoder.sentence_features(load_prompt_file(str(prompts), VOCAB)))
+    torch.testing.assert_close(with_prompts.text, want)
+    with pytest.raises(ConfigError, match="missing"):
+        ZeroShotClassifier(classes=[*VOCAB, "sofa"], encoder=resnet_encoder, prompts=prompts)

@@ -12,7 +12,7 @@ from PIL import Image
 from pointcalip.clouds import read_point_cloud
 from pointcalip.cli import main
 from pointcalip.clouds import load_point_cloud
-from pointcalip.projection import get_preset, project_depth
+from pointcalip.projection import get_preset, maps_to_images, project_depth
 from pointcalip.render import MIN_BRIGHTNESS, shade_depth
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
@@ -103,3 +103,43 @@ def test_shade_depth() -> None:
 def test_view_labels() -> None:
     labels = get_preset("pointclip").view_labels()
     assert len(labels) == 6 and labels[0] == "view 0 (0, 0, 90)"
+
+
+def test_render_realistic_is_what_the_encoder_sees(tmp_path, capsys) -> None:
+    out = tmp_path / "real"
+    assert main(["render", str(SAMPLES / "chair.ply"), "--out", str(out), "--preset", "realistic"]) == 0
+    projection = get_preset("realistic")
+    pts = torch.from_numpy(load_point_cloud(SAMPLES / "chair.ply", num_points=1024)[None])
+    preview = projection.preview(pts)[0].numpy()
+    depth = np.load(out / "depth.npy")
+    assert depth.shape == preview.shape and depth.shape[0] == 10
+    np.testing.assert_allclose(depth, projection.maps(pts)[0].numpy(), atol=1e-6)
+    # the encoder's input is exactly these pictures, resized to its input size, in all three channels
+    images = projection.images(pts, 224)
+    torch.testing.assert_close(images, maps_to_images(torch.from_numpy(preview)[None], 224), rtol=0, atol=0)
+    for k in range(10):
+        with Image.open(out / f"view_{k:02d}.png") as im:
+            np.testing.assert_array_equal(np.asarray(im.convert("L")), np.round(preview[k] * 255).astype(np.uint8))
+
+
+def test_render_up_axis_and_robust(tmp_path, capsys) -> None:
+    a = np.random.default_rng(0).normal(size=(600, 3)).astype(np.float32) * [1.0, 0.3, 2.0]
+    b = np.stack([a[:, 0], a[:, 2], -a[:, 1]], axis=1)  # a stored z-up, turned y-up
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    assert main(["render", str(tmp_path / "a.npy"), "--out", str(tmp_path / "ra"), "--up-axis", "z"]) == 0
+    assert "up axis z" in capsys.readouterr().out
+    assert main(["render", str(tmp_path / "b.npy"), "--out", str(tmp_path / "rb")]) == 0
+    assert main(["render", str(tmp_path / "a.npy"), "--out", str(tmp_path / "ry")]) == 0
+    da, db, dy = (np.load(tmp_path / d / "depth.npy") for d in ("ra", "rb", "ry"))
+    np.testing.assert_array_equal(da, db)
+    assert not np.array_equal(da, dy)
+    spiky = np.concatenate([a, [[200.0, 0, 0], [0, 0, -150.0]]]).astype(np.float32)
+    np.save(tmp_path / "spiky.npy", spiky)
+    capsys.readouterr()
+    assert main(["render", str(tmp_path / "spiky.npy"), "--out", str(tmp_path / "rs"), "--robust-normalize"]) == 0
+    assert "2 outliers dropped" in capsys.readouterr().out
+    np.testing.assert_allclose(np.load(tmp_path / "rs" / "depth.npy"), np.load(tmp_path / "ry" / "depth.npy"),
+                               atol=1e-6)
+    with pytest.raises(SystemExit):
+        main(["render", str(tmp_path / "a.npy"), "--out", str(tmp_path / "rx"), "--up-axis", "auto"])

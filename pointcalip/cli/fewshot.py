@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = build_fewshot_config(args.config or DEFAULT_FEWSHOT_CONFIG, overrides_from_args(args, OVERRIDES))
     results = run_fewshot(cfg, restart=args.restart)
+    if results is None:  # a non-zero rank of a torchrun launch: rank 0 reports
+        return 0
     tr = results["training"]
     print(format_summary(results))
     val = tr["best_val_accuracy"]

@@ -45,7 +45,13 @@ class Projection:
         mean: Optional[Sequence[float]] = None,
         std: Optional[Sequence[float]] = None,
     ) -> torch.Tensor:
-        """Encoder inputs ``(B, V, 3, S, S)`` float32 of ``points: (B, N, 3)``."""
+        """Encoder inputs ``(B, V, 3, S, S)`` float32 of ``points: (B, N, 3)``.
+
+        ``mean``/``std`` are ignored by kinds whose images are never CLIP-normalised
+        (``supports_normalization = False``, e.g. the realistic projection).
+        """
+        if not self.supports_normalization:
+            mean = std = None
         return maps_to_images(self.maps(points), image_size, mean, std)
 
     def preview(self, points: torch.Tensor) -> torch.Tensor:
@@ -74,6 +80,7 @@ def maps_to_images(
     image_size: int = 224,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
+    name: str = "maps",
 ) -> torch.Tensor:
     """Encoder input images from single-channel maps (docs/method.md §2.3).
 
@@ -88,7 +95,7 @@ def maps_to_images(
         images: ``(B, V, 3, S, S)`` float32, the three channels identical before ``mean/std``.
     """
     if maps.dim() != 4:
-        raise ValueError(f"maps must have shape (B, V, H, W); got {tuple(maps.shape)}")
+        raise ValueError(f"{name} must have shape (B, V, H, W); got {tuple(maps.shape)}")
     b, v, h, w = maps.shape
     x = maps.reshape(b * v, 1, h, w).to(torch.float32)
     if (h, w) != (image_size, image_size):

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Sequence, Tuple
+from typing import ClassVar, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pointcalip.errors import DegenerateCloudError, EmptyCloudError, NonFiniteError
-from pointcalip.projection.base import Projection, check_points, maps_to_images
+from pointcalip.projection.base import Projection, check_points
 from pointcalip.projection.registry import register_projection
 
 View = Tuple[float, float, float]
@@ -118,20 +118,6 @@ class RealisticProjection(Projection):
     def maps(self, points: torch.Tensor) -> torch.Tensor:
         """Realistic images ``(B, V, H, W)`` float32 in ``[0, 1]`` (background 1) of ``points: (B, N, 3)``."""
         return realistic_maps(points, self)
-
-    def images(
-        self,
-        points: torch.Tensor,
-        image_size: int = 224,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
-    ) -> torch.Tensor:
-        """Encoder inputs ``(B, V, 3, S, S)``: bilinear (``align_corners=True``) resize, 3 equal channels.
-
-        ``mean`` and ``std`` are accepted for interface compatibility and ignored: the
-        realistic images are never CLIP-normalised (docs/method.md §9.3).
-        """
-        return maps_to_images(self.maps(points), image_size, None, None)
 
     def preview(self, points: torch.Tensor) -> torch.Tensor:
         """The maps themselves ``(B, V, H, W)``: already pictures (white background, near is dark)."""

@@ -177,9 +177,7 @@ def depth_to_images(
     std: Optional[Sequence[float]] = None,
 ) -> torch.Tensor:
     """Encoder images of scatter depth maps ``(B, V, H, W)`` -> ``(B, V, 3, S, S)``."""
-    if depth.dim() != 4:
-        raise ValueError(f"depth must have shape (B, V, H, W); got {tuple(depth.shape)}")
-    return maps_to_images(depth, image_size, mean, std)
+    return maps_to_images(depth, image_size, mean, std, name="depth")
 
 
 def project_images(

@@ -208,13 +208,28 @@ def _dataset_for_head(cfg, meta: Mapping[str, Any]):
     return ds
 
 
-def run_head_eval(cfg) -> Dict[str, Any]:
+def run_head_eval(cfg) -> Optional[Dict[str, Any]]:
     """``pointcalip eval --head FILE``: evaluate a trained head on ``cfg``'s dataset split.
 
     Projection, templates/classes (the stored text), alpha, image normalisation and
     ``num_points`` come from the head file; dataset, split, data root, weights, device,
     batch size and output come from ``cfg`` (an :class:`~pointcalip.config.EvalConfig`).
+    Under ``torchrun`` each rank tests its whole batches of the split; rank 0 gathers, writes
+    and returns the results, the others return ``None`` (docs/method.md §10).
     """
+    from pointcalip import distributed
+
+    ctx = distributed.setup(cfg.device)
+    try:
+        if ctx is not None:
+            cfg = dataclasses.replace(cfg, device=ctx.device)
+        return _run_head_eval_ranked(cfg)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _run_head_eval_ranked(cfg) -> Optional[Dict[str, Any]]:
+    from pointcalip import distributed
     from pointcalip.engine import build_engine
 
     t_start = time.perf_counter()
@@ -229,7 +244,14 @@ def run_head_eval(cfg) -> Dict[str, Any]:
     check_weights(encoder, meta, cfg.head)
     head = head_from_state(tensors, meta, encoder.device)
     t0 = time.perf_counter()
-    logits, comps = predict(head, engine, dataset.points_of(np.arange(len(dataset))), cfg.batch_size, cfg.progress)
+    a, b = distributed.batch_aligned_shard(len(dataset), cfg.batch_size, distributed.world_size(), distributed.rank())
+    logits, comps = predict(head, engine, dataset.points_of(np.arange(a, b)), cfg.batch_size, cfg.progress)
+    if distributed.is_distributed():
+        logits_t = distributed.gather_rows(torch.from_numpy(logits))
+        comps_t = distributed.gather_rows(torch.from_numpy(comps))
+        if not distributed.is_main():
+            return None
+        logits, comps = logits_t.numpy(), comps_t.numpy()
     config = {**cfg.to_dict(), "projection": meta["projection"], "templates": meta["templates"],
               "alpha": meta["alpha"], "normalize_images": meta["normalize_images"], "num_points": meta["num_points"]}
     timings = {"load_model_s": t_load, "encode_s": time.perf_counter() - t0, "components_from_cache": False,

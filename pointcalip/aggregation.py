@@ -625,6 +625,29 @@ def beta_grid_accuracy(
         cls = torch.arange(k, device=dev)
         lower = cls[None, :] < lab[:, None]  # (n, K)
         others = cls[None, :] != lab[:, None]
+        # pruning: the margin d0 + beta2 d1 + beta3 d2 of class k over the whole grid box lies
+        # in [lo, hi]; hi < 0 never constrains, lo > 0 makes the cloud wrong everywhere
+        b2_lo, b2_hi = float(g2.min()), float(g2.max())
+        b3_lo, b3_hi = float(g3[0]), float(g3[-1])
+        hi = d[0] + torch.maximum(b2_lo * d[1], b2_hi * d[1]) + torch.maximum(b3_lo * d[2], b3_hi * d[2])
+        lo = d[0] + torch.minimum(b2_lo * d[1], b2_hi * d[1]) + torch.minimum(b3_lo * d[2], b3_hi * d[2])
+        scale = max(1.0, abs(b2_lo), abs(b2_hi), abs(b3_lo), abs(b3_hi))
+        tol = (_REL_TOL * 3 * scale) * d.abs().amax(dim=(0, 2))[:, None]  # (n, 1)
+        never = ((lo > tol) & others).any(dim=1)
+        active = (hi > -tol) & others & ~never[:, None]
+        n_act = active.sum(dim=1)
+        n_always = int(((n_act == 0) & ~never).sum())
+        counts[:, 0] += n_always
+        counts[:, -1] -= n_always
+        keep = torch.nonzero(n_act > 0).flatten()
+        if keep.numel() == 0:
+            continue
+        p_max = int(n_act.max())
+        cols = torch.argsort((~active[keep]).to(torch.int8), dim=1, stable=True)[:, :p_max]  # active first
+        valid = active[keep].gather(1, cols)  # (n_u, P)
+        d = d[:, keep].gather(2, cols[None].expand(3, -1, -1))  # (3, n_u, P)
+        lower = lower[keep].gather(1, cols)
+        others = valid
         d0, d1, d2 = d[0], d[1], d[2]
         up = (d2 > 0) & others  # beta3 <= bound (or < when lower)
         down = (d2 < 0) & others  # beta3 >= bound (or > when lower)
@@ -634,7 +657,7 @@ def beta_grid_accuracy(
         down_l, down_h = down & lower, down & ~lower
         d2s = torch.where(d2 == 0, torch.ones_like(d2), d2)
         any_flat = bool(flat.any())
-        step_g = chunk_size(n * k * 8, len(g2), max_bytes)
+        step_g = chunk_size(keep.numel() * p_max * 8, len(g2), max_bytes)
         for t in range(0, len(g2), step_g):
             a = d0[None] + g2[t : t + step_g, None, None] * d1[None]  # (g, n, K)
             bound = -a / d2s  # the beta3 at which class k ties with the label

@@ -414,7 +414,9 @@ class ZeroShotClassifier:
             out[idx] = logits_from_components(comps, self.view_weights, self.beta2, self.beta3).double().cpu().numpy()
         return out
 
-    def _prediction(self, logits: np.ndarray, up_axes: Tuple[str, ...] = (), outliers: Tuple[int, ...] = ()) -> Prediction:
+    def _prediction(self, logits: np.ndarray, up_axes: Tuple[str, ...] = (),
+                    outliers: Tuple[int, ...] = ()) -> Prediction:
+        """Softmax ``probs (B, K)`` of ``logits (B, K)`` and the top-1 of each row."""
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True)) if len(logits) else logits
         probs = shifted / shifted.sum(axis=1, keepdims=True) if len(logits) else logits
         indices = probs.argmax(axis=1).astype(np.int64) if len(probs) else np.zeros(0, dtype=np.int64)

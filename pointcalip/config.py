@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 import yaml
 
-from pointcalip.aggregation import BETA2_RANGE, BETA3_RANGE, BETA_STEPS, SEARCH_MODES, VIEW_WEIGHT_GRID
+from pointcalip.aggregation import BETA2_RANGE, BETA3_RANGE, BETA_STEPS, SEARCH_MODES, STRATEGIES, VIEW_WEIGHT_GRID
 from pointcalip.attention import DEFAULT_ALPHA, DEFAULT_BETA2, DEFAULT_BETA3, METHODS
 from pointcalip.errors import ConfigError
 from pointcalip.projection import get_projection, projection_names
@@ -110,6 +110,7 @@ def validate(cfg: EvalConfig) -> EvalConfig:
     _choice("runtime", cfg.runtime, RUNTIMES)
     _choice("precision", cfg.precision, PRECISIONS)
     _choice("prompt_select", cfg.prompt_select, PROMPT_SELECT)
+    _choice("search_strategy", cfg.search_strategy, STRATEGIES)
     _choice("split", cfg.split, SPLITS)
     _choice("method", cfg.method, METHODS)
     _choice("search", cfg.search, SEARCH_MODES)

@@ -20,7 +20,14 @@ from pointcalip.aggregation import ORACLE_LABEL, SearchResult, logits_from_compo
 from pointcalip.components import EvalModel, dataset_components
 from pointcalip.config import EvalConfig
 from pointcalip.metrics import classification_metrics
-from pointcalip.report import package_versions, plot_confusion, summary_table, write_json, write_predictions
+from pointcalip.report import (
+    package_versions,
+    plot_confusion,
+    summary_table,
+    write_json,
+    write_metric_files,
+    write_predictions,
+)
 from pointcalip.datasets.splits import stratified_holdout
 
 @dataclass
@@ -49,7 +56,8 @@ def select(cfg: EvalConfig, test_comps: torch.Tensor, test_labels: np.ndarray, v
         return Selection(weights, b2, b3, "config")
     comps, labels, split = (val[0], val[1], "val") if cfg.search == "val" else (test_comps, test_labels, "test")
     res = run_search(comps, torch.from_numpy(labels), cfg.method, weights, b2, b3, split,
-                     cfg.view_weight_grid, cfg.beta2_range, cfg.beta3_range, cfg.beta_steps)
+                     cfg.view_weight_grid, cfg.beta2_range, cfg.beta3_range, cfg.beta_steps,
+                     search_views=cfg.search_views, strategy=cfg.search_strategy)
     how = (f"search on a held-out {cfg.val_fraction:.0%} of the training split ({res.num_samples} clouds)"
            if split == "val" else ORACLE_LABEL)
     return Selection(res.view_weights, res.beta2, res.beta3, how, res)
@@ -73,6 +81,7 @@ def write_outputs(
     write_predictions(out_dir / "predictions.npz", labels, logits, components, selection.view_weights,
                       (selection.beta2, selection.beta3))
     plot_confusion(out_dir / "confusion.png", confusion, classes, title)
+    write_metric_files(out_dir, confusion, classes)
     write_json(out_dir / "results.json", results)
     return results
 

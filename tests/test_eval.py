@@ -149,12 +149,12 @@ def test_search_test_is_labelled_oracle(modelnet_root, tiny_resnet, tmp_path, ca
 
 
 def test_defaults_offline_fail_fast(modelnet_root, tmp_path, capsys, monkeypatch) -> None:
-    """Default RN50/openai weights, not cached, no network: exit 2 within seconds."""
+    """Default ViT-B-16/openai weights, not cached, no network: exit 2 within seconds."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    import pointcalip.encoders as enc
+    import pointcalip.weights as weights
 
-    monkeypatch.setattr(enc, "_reachable", lambda host, port=443, timeout=5.0: False)
+    monkeypatch.setattr(weights, "_reachable", lambda host, port=443, timeout=5.0: False)
     t0 = time.monotonic()
     code = main(["eval", "--data-root", str(modelnet_root), "--output", str(tmp_path / "o"), "--device", "cpu"])
     assert code == 2 and time.monotonic() - t0 < 15

@@ -18,11 +18,10 @@ import yaml
 from pointcalip.aggregation import BETA2_RANGE, BETA3_RANGE, BETA_STEPS, SEARCH_MODES, STRATEGIES, VIEW_WEIGHT_GRID
 from pointcalip.attention import DEFAULT_ALPHA, DEFAULT_BETA2, DEFAULT_BETA3, METHODS
 from pointcalip.errors import ConfigError
+from pointcalip.runtime import PRECISIONS, RUNTIMES
 from pointcalip.projection import get_projection, projection_names
 
 SPLITS = ("train", "test")
-RUNTIMES: Tuple[str, ...] = ("auto", "torch", "compile", "openvino")
-PRECISIONS: Tuple[str, ...] = ("fp32", "bf16", "fp16")
 PROMPT_SELECT: Tuple[str, ...] = ("none", "val")
 ZERO_SHOT_TEMPLATE = "point cloud depth map of a {}."
 FEW_SHOT_TEMPLATE = "point cloud of a big {}."

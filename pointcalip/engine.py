@@ -128,7 +128,7 @@ def build_engine(
     *,
     normalize_images: bool = False,
     alpha: float = DEFAULT_ALPHA,
-    runtime: str = "torch",
+    runtime: str = "auto",
     precision: str = "fp32",
     encoder: Optional["CLIPEncoder"] = None,
 ) -> ZeroShotEngine:
@@ -146,23 +146,15 @@ def build_engine(
     """
     proj = get_projection(projection) if isinstance(projection, str) else projection
     if encoder is None:
-        encoder = _load_encoder(backbone, pretrained, device, runtime, precision)
+        from pointcalip.encoders import load_encoder
+
+        encoder = load_encoder(backbone, pretrained, device, runtime=runtime, precision=precision)
     return ZeroShotEngine(encoder, proj, normalize_images, alpha)
-
-
-def _load_encoder(backbone: str, pretrained: str, device: str, runtime: str, precision: str) -> "CLIPEncoder":
-    import inspect
-
-    from pointcalip.encoders import load_encoder
-
-    if "runtime" in inspect.signature(load_encoder).parameters:
-        return load_encoder(backbone, pretrained, device, runtime=runtime, precision=precision)
-    return load_encoder(backbone, pretrained, device)
 
 
 def engine_from_config(cfg: Any, encoder: Optional["CLIPEncoder"] = None) -> ZeroShotEngine:
     """:func:`build_engine` with the model fields of a config (eval, classify, few-shot)."""
     return build_engine(cfg.backbone, cfg.pretrained, cfg.projection, cfg.device,
                         normalize_images=cfg.normalize_images, alpha=cfg.alpha,
-                        runtime=getattr(cfg, "runtime", "torch"), precision=getattr(cfg, "precision", "fp32"),
+                        runtime=cfg.runtime, precision=cfg.precision,
                         encoder=encoder)

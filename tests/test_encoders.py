@@ -113,3 +113,51 @@ def test_reachability_probe_gives_up_on_a_hanging_resolver(monkeypatch) -> None:
     t0 = time.monotonic()
     assert enc._reachable("example.invalid", timeout=0.5) is False
     assert time.monotonic() - t0 < 3
+
+
+def test_sentence_features_and_encode_sentences(resnet_encoder) -> None:
+    enc = resnet_encoder
+    sentences = [["a chair.", "a big chair.", "chair"], ["a night stand."]]
+    per = enc.sentence_features(sentences, batch_size=2)  # batches cross class boundaries
+    assert [tuple(f.shape) for f in per] == [(3, 32), (1, 32)]
+    torch.testing.assert_close(torch.cat(per).norm(dim=-1), torch.ones(4))
+    one_by_one = [F.normalize(enc.model.encode_text(enc.tokenizer([s])).float(), dim=-1)[0] for s in sentences[0]]
+    torch.testing.assert_close(per[0], torch.stack(one_by_one), atol=1e-5, rtol=1e-5)
+    cls = enc.encode_sentences(sentences)
+    torch.testing.assert_close(cls[0], F.normalize(torch.stack(one_by_one).mean(0), dim=0), atol=1e-5, rtol=1e-5)
+    templates = ["a {}.", "a big {}.", "{}"]
+    torch.testing.assert_close(enc.encode_text(["chair", "night_stand"], templates),
+                               enc.encode_sentences([[t.format(c) for t in templates] for c in ["chair", "night stand"]]))
+    with pytest.raises(ConfigError, match="class 1"):
+        enc.encode_sentences([["a"], []])
+
+
+def test_text_features_are_cached_on_disk(resnet_encoder, tmp_path, monkeypatch) -> None:
+    from pointcalip.encoders import CLIPEncoder
+    from pointcalip.text import cached_text_features
+
+    classes, templates = ["chair", "sofa", "lamp"], ["a {}.", "the {}."]
+    first = cached_text_features(resnet_encoder, classes, templates, cache_dir=tmp_path)
+    torch.testing.assert_close(first, resnet_encoder.encode_text(classes, templates))
+    files = list((tmp_path / "text").glob("*.npz"))
+    assert len(files) == 1
+
+    def boom(*args, **kwargs):
+        raise AssertionError("encoded again")
+
+    with monkeypatch.context() as m:
+        m.setattr(CLIPEncoder, "encode_sentences", boom)
+        torch.testing.assert_close(cached_text_features(resnet_encoder, classes, templates, cache_dir=tmp_path), first)
+        with pytest.raises(AssertionError):  # other classes or prompts: another key
+            cached_text_features(resnet_encoder, classes[:2], templates, cache_dir=tmp_path)
+    files[0].write_bytes(b"garbage")  # a damaged entry is a miss, re-encoded
+    torch.testing.assert_close(cached_text_features(resnet_encoder, classes, templates, cache_dir=tmp_path), first)
+
+
+def test_loading_leaves_the_root_logger_alone(tiny_vit) -> None:
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    load_encoder(str(tiny_vit[0]), str(tiny_vit[1]), device="cpu", runtime="torch")
+    assert root.level == level and root.handlers == handlers

@@ -224,4 +224,6 @@ def format_summary(results: Dict[str, Any]) -> str:
         ("view weights", ", ".join(f"{w:g}" for w in s["view_weights"])),
         ("selected by", s["selected_by"]),
     ]
+    if s.get("search"):
+        rows.append(("view-weight search", f"{s['search']['strategy']} ({s['search']['view_candidates']:,} candidates)"))
     return summary_table(rows)

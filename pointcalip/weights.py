@@ -204,6 +204,7 @@ def build_model(backbone: str, pretrained: str, cache_dir: Optional[str] = None
 
     checkpoint: Optional[str]
     force_quick_gelu = False
+    tag_cfg: dict = {}
     if pretrained == RANDOM:
         checkpoint = None
         log.warning("%s uses RANDOM weights (--pretrained random); predictions are meaningless", backbone)
@@ -225,6 +226,8 @@ def build_model(backbone: str, pretrained: str, cache_dir: Optional[str] = None
         force_quick_gelu = bool(tag_cfg.get("quick_gelu", False))
 
     model = _instantiate(model_cfg, force_quick_gelu)
+    if tag_cfg.get("mean") and tag_cfg.get("std"):  # the tag's image statistics, as open_clip sets them
+        model.visual.image_mean, model.visual.image_std = tuple(tag_cfg["mean"]), tuple(tag_cfg["std"])
     if checkpoint is not None:
         try:
             open_clip.load_checkpoint(model, checkpoint)

@@ -20,29 +20,15 @@ from pointcalip.cli import main
 from pointcalip.cli.classify import truncate_to_complete_lines
 from pointcalip.clouds.pool import CRASH_HOOK, HANG_HOOK
 
+from pointcalip.testing import write_tiny_clip
+
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = "chair,table,lamp,mug"
 
 
-def write_micro_clip(folder: Path) -> tuple:
-    """A random CLIP with 32-px images (1 spatial token): fast enough for thousands of clouds."""
-    import torch
-    from open_clip.model import CLIP
-
-    vision = {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16}
-    text = {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}
-    torch.manual_seed(0)
-    model = CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text, quick_gelu=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg, ckpt = folder / "micro.json", folder / "micro.pt"
-    cfg.write_text(json.dumps({"embed_dim": 16, "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}))
-    torch.save(model.state_dict(), ckpt)
-    return cfg, ckpt
-
-
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory: pytest.TempPathFactory) -> List[str]:
-    cfg, ckpt = write_micro_clip(tmp_path_factory.mktemp("micro"))
+    cfg, ckpt = write_tiny_clip(tmp_path_factory.mktemp("micro"), "micro")
     return ["--backbone", str(cfg), "--pretrained", str(ckpt), "--device", "cpu", "--classes", CLASSES]
 
 

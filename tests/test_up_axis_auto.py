@@ -22,28 +22,14 @@ from pointcalip.clouds import UP_AXES, rotate_up, up_axis_matrix
 from pointcalip.config import EvalConfig
 from pointcalip.errors import ConfigError
 from pointcalip.projection import get_projection
+from pointcalip.testing import write_tiny_clip
 
 STUB_CLASSES = ["upright", "lying", "box", "ball"]
 
 
-def write_micro_clip(folder: Path) -> tuple:
-    """A random CLIP with 32-px images: the whole pipeline, fast."""
-    from open_clip.model import CLIP
-
-    vision = {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16}
-    text = {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}
-    torch.manual_seed(0)
-    model = CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text, quick_gelu=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg, ckpt = folder / "micro.json", folder / "micro.pt"
-    cfg.write_text(json.dumps({"embed_dim": 16, "quick_gelu": True, "vision_cfg": vision, "text_cfg": text}))
-    torch.save(model.state_dict(), ckpt)
-    return cfg, ckpt
-
-
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    return write_micro_clip(tmp_path_factory.mktemp("micro-up"))
+    return write_tiny_clip(tmp_path_factory.mktemp("micro-up"), "micro")
 
 
 @pytest.fixture(scope="module")

@@ -87,10 +87,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"file-size limit) and run the command again: nothing partial was kept", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"pointcalip {args.command}: interrupted; no partial output was written", file=sys.stderr)
+        print(f"pointcalip {args.command}: interrupted (Ctrl-C); nothing half-written was left behind", file=sys.stderr)
         return 130
     except Terminated:
-        print(f"pointcalip {args.command}: terminated (SIGTERM); no partial output was written", file=sys.stderr)
+        print(f"pointcalip {args.command}: terminated (SIGTERM); nothing half-written was left behind", file=sys.stderr)
         return 143
 
 

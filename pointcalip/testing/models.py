@@ -20,6 +20,13 @@ TINY_CONFIGS: Dict[str, dict] = {
         "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 8, "head_width": 32},
         "text_cfg": _TEXT,
     },
+    # 32-px images (one spatial token): fast enough for thousands of clouds in a test
+    "micro": {
+        "embed_dim": 16,
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1},
+    },
     "vit": {
         "embed_dim": 32,
         "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "patch_size": 32, "head_width": 16},

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
@@ -104,6 +106,7 @@ def setup(device: str) -> Optional[DistContext]:
         return None
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = rank_device(device, local_rank)
+    _exit_with_launcher()
     if is_distributed():
         return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, str(dist.get_backend()), dev, False)
     if dev.startswith("cuda"):
@@ -115,6 +118,26 @@ def setup(device: str) -> Optional[DistContext]:
     ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend, dev, True)
     logger.info("distributed: rank %d of %d on %s (%s)", ctx.rank, ctx.world_size, ctx.device, backend)
     return ctx
+
+
+def _exit_with_launcher() -> None:
+    """Linux: get SIGTERM when the launcher (``torchrun``) dies, even by SIGKILL.
+
+    A pre-empted or killed launcher cannot forward signals; without this its ranks would go
+    on as orphans. SIGTERM stops a rank cleanly (exit 143, nothing half-written).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl: keep the default
+        return
+    if os.getppid() == 1:  # the launcher died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def teardown(ctx: Optional[DistContext]) -> None:

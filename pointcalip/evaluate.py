@@ -89,7 +89,7 @@ def write_outputs(
 def write_html_report(path: str, results: Dict[str, Any], dataset: Any, logits: np.ndarray, projection: Any,
                       confusion_png: Path, gallery_size: int = 24) -> Path:
     """``--report``: summary, confusion plot, per-class accuracy and the most confidently wrong
-    clouds with their views as the encoder saw them (docs/method.md §12)."""
+    clouds with their views as the encoder saw them (docs/method.md §13)."""
     from pointcalip.htmlreport import ReportItem, most_confident_wrong, write_eval_report
 
     labels = dataset.labels

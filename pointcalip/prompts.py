@@ -1,4 +1,4 @@
-"""Prompt files and the honest per-class prompt selection (docs/method.md §3.3 and §5.4).
+"""Prompt files and the honest per-class prompt selection (docs/method.md §3.6 and §5, "Honest selection").
 
 Symbols: ``B`` clouds, ``V`` views, ``D`` width, ``K`` classes, ``P_k`` sentences of class ``k``.
 

@@ -82,7 +82,7 @@ def maps_to_images(
     std: Optional[Sequence[float]] = None,
     name: str = "maps",
 ) -> torch.Tensor:
-    """Encoder input images from single-channel maps (docs/method.md §2.3).
+    """Encoder input images from single-channel maps (docs/method.md §2).
 
     Args:
         maps: ``(B, V, H, W)``.

@@ -1,7 +1,7 @@
 """pointcalip: zero-shot and few-shot 3D point cloud classification with CLIP.
 
 PointCLIP projection -> open_clip dense features -> CALIP parameter-free attention ->
-weighted view aggregation. See ``README.md`` and ``SPEC.md`` for what is computed.
+weighted view aggregation. See ``README.md`` and ``docs/method.md`` for what is computed.
 """
 
 from __future__ import annotations

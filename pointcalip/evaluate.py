@@ -1,4 +1,4 @@
-"""``pointcalip eval``: zero-shot evaluation of a dataset split (SPEC §2-§5).
+"""``pointcalip eval``: zero-shot evaluation of a dataset split (docs/method.md §2-§5).
 
 Components are cached on disk (see :mod:`pointcalip.cache`); hyper-parameters are the
 config's, or selected by ``search: val`` (held-out training clouds, the honest protocol)

@@ -1,4 +1,4 @@
-"""Dense features (SPEC §3): global token == encode_image, token layout, text features, weight loading."""
+"""Dense features (docs/method.md §3): global token == encode_image, token layout, text features, weight loading."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def test_eval_writes_three_files(modelnet_root, tiny_resnet, tmp_path, capsys) -
     assert pred["view_components"].shape == (40, 6, 3, 40) and pred["view_components"].dtype == np.float32
     assert pred["betas"].tolist() == pytest.approx([1.12, 0.02])
     np.testing.assert_allclose(pred["view_weights"], np.ones(6))
-    # logits are exactly what the SPEC's aggregation gives from the stored components
+    # logits are exactly what the aggregation of docs/method.md §5 gives from the stored components
     again = logits_from_components(torch.from_numpy(pred["view_components"]), [1.0] * 6, 1.12, 0.02)
     np.testing.assert_allclose(pred["logits"], again.numpy(), rtol=1e-5, atol=1e-5)
     from pointcalip.datasets import build_dataset
@@ -60,7 +60,7 @@ def test_eval_writes_three_files(modelnet_root, tiny_resnet, tmp_path, capsys) -
 
 
 def test_pipeline_matches_per_view_loop(resnet_encoder, modelnet_root) -> None:
-    """Engine components == project each cloud, encode each view alone, loop SPEC §4."""
+    """Engine components == project each cloud, encode each view alone, loop docs/method.md §4."""
     from pointcalip.datasets import build_dataset
 
     ds = build_dataset("modelnet40", modelnet_root, "test", num_points=1024)

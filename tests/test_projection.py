@@ -1,4 +1,4 @@
-"""Projection kernel vs an explicit loop over clouds, views and points (SPEC §2)."""
+"""Projection kernel vs an explicit loop over clouds, views and points (docs/method.md §2)."""
 
 from __future__ import annotations
 

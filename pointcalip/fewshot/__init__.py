@@ -1,4 +1,4 @@
-"""Few-shot 3D classification on frozen CLIP features (SPEC §6).
+"""Few-shot 3D classification on frozen CLIP features (docs/method.md §6).
 
 * :mod:`pointcalip.fewshot.heads` — the PointCLIP inter-view adapter and CALIP-FS;
 * :mod:`pointcalip.fewshot.config` — :class:`FewShotConfig` (YAML presets ``configs/*_fewshot.yaml``);

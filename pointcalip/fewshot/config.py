@@ -1,6 +1,6 @@
 """Few-shot training configuration: a frozen dataclass, YAML presets and overrides.
 
-Precedence: dataclass defaults (the SPEC §6 recipe) < YAML file
+Precedence: dataclass defaults (the docs/method.md §6 recipe) < YAML file
 (the package's ``*_fewshot`` presets) < command-line options.
 """
 
@@ -31,7 +31,7 @@ RESUME_KEYS: Tuple[str, ...] = (
 class FewShotConfig:
     """Everything ``pointcalip fewshot`` needs; see the preset ``modelnet40_fewshot``.
 
-    Defaults are the SPEC §6 recipe (PointCLIP's few-shot adapter training).
+    Defaults are the docs/method.md §6 recipe (PointCLIP's few-shot adapter training).
     """
 
     # data

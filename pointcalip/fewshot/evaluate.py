@@ -1,4 +1,4 @@
-"""Saved few-shot heads: files, predictions, and ``pointcalip eval --head`` (SPEC §6).
+"""Saved few-shot heads: files, predictions, and ``pointcalip eval --head`` (docs/method.md §6).
 
 A head file is a safetensors file (``best.safetensors`` / ``last.safetensors``) holding the
 head's state dict (parameters, BatchNorm statistics, the class text ``(K, D)`` and ``s``);

@@ -1,4 +1,4 @@
-"""Trainable few-shot heads on frozen CLIP view features (SPEC §6).
+"""Trainable few-shot heads on frozen CLIP view features (docs/method.md §6).
 
 Symbols: ``B`` clouds, ``V`` views, ``L`` spatial tokens, ``D`` width, ``K`` classes.
 
@@ -35,7 +35,7 @@ def repeated_text(text: torch.Tensor, num_views: int) -> torch.Tensor:
 
 
 class InterViewAdapter(nn.Module):
-    """PointCLIP's inter-view adapter (SPEC §6).
+    """PointCLIP's inter-view adapter (docs/method.md §6).
 
     With ``f = global_raw (B, V, D)`` and fusion ratios ``r (V,)``::
 
@@ -96,7 +96,7 @@ def _identity_linear(dim: int) -> nn.Linear:
 
 
 class CALIPFewShot(nn.Module):
-    """CALIP-FS: CALIP with learnable maps and betas (pointcalip's definition, SPEC §6).
+    """CALIP-FS: CALIP with learnable maps and betas (pointcalip's definition, docs/method.md §6).
 
     Per view, with ``g (D,)``, ``S (L, D)`` normalised image features, ``T (K, D)``
     normalised text, learnable ``M_S, M_T, M_Ta, M_p`` (``x -> x W^T + b``, initialised
@@ -109,7 +109,7 @@ class CALIPFewShot(nn.Module):
         p    = mean_L(S_a) + max_L(S_a)                                 # (D,)
         logits_v = s * ( g T^T + beta2 * g M_Ta(T_a)^T + beta3 * M_p(p) T^T )   # (K,)
 
-    and over the views ``logits = (1/sqrt(V)) * sum_v logits_v`` (SPEC §5, weights 1).
+    and over the views ``logits = (1/sqrt(V)) * sum_v logits_v`` (docs/method.md §5, weights 1).
     The first and last terms use the *unmapped* ``T`` (and ``g``), so the zero-shot CLIP
     term stays the anchor. At identity initialisation this is exactly the zero-shot CALIP
     logit ``logits_from_components(components, ones(V), beta2, beta3)``.

@@ -1,4 +1,4 @@
-"""Few-shot training of a head on frozen CLIP view features (SPEC §6), with exact resume.
+"""Few-shot training of a head on frozen CLIP view features (docs/method.md §6), with exact resume.
 
 Symbols: ``B`` clouds, ``N`` points, ``V`` views, ``L`` tokens, ``D`` width, ``K`` classes.
 

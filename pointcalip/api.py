@@ -379,15 +379,9 @@ class ZeroShotClassifier:
 
     def _text_features(self, cfg: "EvalConfig") -> "torch.Tensor":
         """``(K, D)``: the templates' average per class, or a prompt file's sentences (docs/method.md §3.3)."""
-        if not cfg.prompts:
-            return self.engine.text_features(self.classes, cfg.templates)
-        from pointcalip.prompts import class_features, load_prompt_file
+        from pointcalip.prompts import class_text
 
-        sentences = load_prompt_file(cfg.prompts, self.classes)
-        encode = getattr(self.encoder, "sentence_features", None)
-        if encode is None:
-            raise ConfigError(f"{cfg.prompts}: this encoder cannot encode prompt files; use templates instead")
-        return class_features(encode(sentences))
+        return class_text(self.engine, self.classes, cfg.templates, cfg.prompts)
 
     @property
     def num_points(self) -> int:

@@ -69,12 +69,11 @@ class EvalModel:
     def text(self) -> torch.Tensor:
         """``(K, D)`` class text features."""
         if self._text is None:
-            if self.sentences is not None:
-                from pointcalip.prompts import class_features
+            from pointcalip.prompts import class_text
 
-                self._text = class_features(self.encoder.sentence_features(self.sentences))
-            else:
-                self._text = self.engine.text_features(self.classes, self.cfg.templates)
+            cfg = self.cfg
+            self._text = class_text(self.engine, self.classes, cfg.templates, cfg.prompts, cache_dir=cfg.cache_dir,
+                                    use_cache=cfg.use_cache, progress=cfg.progress)
         return self._text
 
     def set_text(self, text: torch.Tensor, identity: Dict[str, Any]) -> None:

@@ -50,9 +50,21 @@ class ZeroShotEngine:
         return {"weights": self.encoder.info.fingerprint, "projection": self.projection.to_dict(),
                 "normalize_images": self.normalize_images, "alpha": self.alpha}
 
-    def text_features(self, classes: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-        """Class text features ``(K, D)``: each class's templates averaged (docs/method.md §3.3)."""
-        return self.encoder.encode_text(list(classes), list(templates))
+    def text_features(
+        self,
+        classes: Sequence[str],
+        templates: Sequence[str],
+        *,
+        cache_dir: Optional[str] = None,
+        use_cache: bool = True,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Class text features ``(K, D)``: each class's templates averaged (docs/method.md §3.3),
+        computed once per (weights, sentences, classes) and kept in the text cache."""
+        from pointcalip.text import cached_text_features
+
+        return cached_text_features(self.encoder, list(classes), list(templates), cache_dir=cache_dir,
+                                    use_cache=use_cache, progress=progress)
 
     def images(self, points: torch.Tensor) -> torch.Tensor:
         """Encoder inputs ``(B, V, 3, S, S)`` of ``points: (B, N, 3)``."""

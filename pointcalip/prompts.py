@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -68,6 +68,27 @@ def load_prompt_file(path: str, classes: Sequence[str]) -> List[List[str]]:
             [f"{len(extra)} unknown class(es): {', '.join(extra)}"] if extra else [])
         raise ConfigError(f"{path}: {'; '.join(parts)}; the file must name exactly the {len(classes)} classes")
     return [by_key[_key(c)] for c in classes]
+
+
+def class_text(
+    engine: Any,
+    classes: Sequence[str],
+    templates: Sequence[str],
+    prompt_file: Optional[str] = None,
+    *,
+    cache_dir: Optional[str] = None,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> torch.Tensor:
+    """``(K, D)`` class text features of an engine: the templates' average per class, or, with a
+    prompt file, each class's sentences averaged (both through the text cache)."""
+    if not prompt_file:
+        return engine.text_features(classes, templates, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
+    from pointcalip.text import cached_sentence_features
+
+    sentences = load_prompt_file(prompt_file, classes)
+    return cached_sentence_features(engine.encoder, sentences, cache_dir=cache_dir, use_cache=use_cache,
+                                    progress=progress)
 
 
 def class_features(sentence_features: Sequence[torch.Tensor]) -> torch.Tensor:

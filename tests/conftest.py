@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Tuple
 
 import pytest
+
+# Converted runtimes and text features go to the pointcalip cache: one fresh folder per test
+# session (subprocesses inherit it), so tests never read or fill the user's ~/.cache.
+os.environ.setdefault("POINTCALIP_CACHE", tempfile.mkdtemp(prefix="pointcalip-test-cache-"))
 
 from pointcalip.testing import write_tiny_clip
 

@@ -193,19 +193,24 @@ def test_folders_and_globs(tiny_resnet, tmp_path, capsys) -> None:
     assert rc == 0 and len(rows) == 6 and any(r["path"].endswith("deep.ply") for r in rows)
 
 
-def test_text_features_encoded_once_per_run(tiny_resnet, monkeypatch, capsys) -> None:
+def test_text_features_encoded_once_per_run(tiny_resnet, monkeypatch, capsys, tmp_path) -> None:
+    monkeypatch.setenv("POINTCALIP_CACHE", str(tmp_path / "cache"))  # an empty text cache
     calls = []
-    original = CLIPEncoder.encode_text
+    original = CLIPEncoder.encode_sentences
 
-    def counting(self, classnames, templates):
-        calls.append((tuple(classnames), tuple(templates)))
-        return original(self, classnames, templates)
+    def counting(self, sentences, *args, **kwargs):
+        calls.append([tuple(s) for s in sentences])
+        return original(self, sentences, *args, **kwargs)
 
-    monkeypatch.setattr(CLIPEncoder, "encode_text", counting)
+    monkeypatch.setattr(CLIPEncoder, "encode_sentences", counting)
     files = [str(p) for p in SAMPLE_FILES]
     assert _classify(tiny_resnet, *files, "--classes", "chair,table", "--batch-size", "2", "--json") == 0
     assert len(json.loads(capsys.readouterr().out)) == len(files)
-    assert calls == [(("chair", "table"), ("point cloud depth map of a {}.",))]  # the zero-shot template
+    # once, with the zero-shot template
+    assert calls == [[("point cloud depth map of a chair.",), ("point cloud depth map of a table.",)]]
+    # a second run reads the text features from the cache: no encoding at all
+    assert _classify(tiny_resnet, *files[:1], "--classes", "chair,table", "--json") == 0
+    assert len(calls) == 1
 
 
 def test_config_file_and_templates(tiny_resnet, tmp_path, capsys) -> None:

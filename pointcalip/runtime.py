@@ -19,10 +19,11 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -177,11 +178,24 @@ class _RuntimeUnavailable(Exception):
     """A runtime's package is missing or its conversion failed (internal)."""
 
 
+def import_openvino() -> Any:
+    """``import openvino`` without its usage telemetry.
+
+    OpenVINO's model converter reports usage to Google Analytics over HTTPS unless a consent
+    file in the user's home says otherwise; with no network that report blocks the process
+    at exit (a forked sender waits on DNS). pointcalip makes no network requests of its own
+    choosing: before OpenVINO is first imported, ``openvino_telemetry`` is marked unavailable
+    for this process, and OpenVINO then uses its built-in no-op stub (docs/method.md §3.4).
+    """
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    import openvino
+
+    return openvino
+
+
 def _cache_key(tower: DenseTower, runtime: str, precision: str, fingerprint: str, image_size: int) -> str:
     try:
-        import openvino
-
-        ov_version = openvino.__version__
+        ov_version = import_openvino().__version__
     except ImportError:
         ov_version = None
     arch = hashlib.sha256(repr(tower.visual).encode()).hexdigest()[:16]
@@ -271,7 +285,7 @@ class OpenVINORunner:
 
     def __init__(self, tower: DenseTower, image_size: int, folder: Path) -> None:
         try:
-            import openvino as ov
+            ov = import_openvino()
         except ImportError as exc:
             raise _RuntimeUnavailable("the openvino package is not installed (pip install openvino)") from exc
         self._ov = ov

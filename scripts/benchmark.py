@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from pointcalip.aggregation import logits_from_components
 from pointcalip.attention import calip_components
 from pointcalip.encoders import CLIPEncoder, WeightsInfo, build_model, resolve_device, weights_fingerprint
-from pointcalip.engine import ZeroShotEngine
+from pointcalip.engine import build_engine
 from pointcalip.projection import get_projection
 
 BETA2, BETA3 = 1.12, 0.02
@@ -132,8 +132,9 @@ def variants(device: torch.device, with_compile: bool, bf16: bool) -> List[Tuple
     out = [("torch", "fp32")]
     if device.type == "cpu":
         try:
-            import openvino  # noqa: F401
+            from pointcalip.runtime import import_openvino
 
+            import_openvino()
             out.append(("openvino", "fp32"))
         except ImportError:
             print("(openvino not installed: its rows are skipped)", file=sys.stderr)
@@ -163,7 +164,7 @@ def bench_backbone(backbone: str, args: argparse.Namespace, device: torch.device
     auto_key = ("openvino", "fp32") if ("openvino", "fp32") in encs else ("torch", "fp32")
     projection = get_projection("pointclip")
     points = random_clouds(args.clouds)
-    engines = {k: ZeroShotEngine(e, projection) for k, e in encs.items()}
+    engines = {k: build_engine(backbone, "random", projection, encoder=e) for k, e in encs.items()}
     text = F.normalize(torch.randn(args.classes, eager.embed_dim, generator=torch.Generator().manual_seed(1)), dim=-1)
     text = text.to(device)
     images = engines[("torch", "fp32")].images(points).flatten(0, 1)
@@ -244,6 +245,39 @@ def projection_table(clouds: int) -> None:
         print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
 
 
+def search_table(num_clouds: int = 2468, num_classes: int = 40, repeats: int = 3) -> None:
+    """Time the searches on synthetic cached components ``(B, V=10, 3, K)``, best of ``repeats``."""
+    from pointcalip.aggregation import V2_SEARCH_VIEWS, search_betas, search_view_weights
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, num_classes, (num_clouds,), generator=g)
+    comps = torch.randn(num_clouds, 10, 3, num_classes, generator=g)
+    comps[torch.arange(num_clouds), :, :, labels] += 1.0  # a signal, so accuracies are not trivial
+    start = (0.75,) * 3 + (1.0,) * 7
+    b2 = torch.linspace(0.001, 2.0, 200, dtype=torch.float64)
+    b3 = torch.linspace(0.001, 0.1, 200, dtype=torch.float64)
+    rows = [
+        ("beta2 x beta3 grid", "200 x 200 = 40,000",
+         lambda: search_betas(comps, labels, start, b2, b3)),
+        ("view weights, PointCLIP V2's grid (views 3-9), exhaustive", "4^7 = 16,384",
+         lambda: search_view_weights(comps, labels, start=start, search_views=V2_SEARCH_VIEWS,
+                                     strategy="exhaustive", betas=(1.12, 0.02))),
+        ("view weights, all 10 views, coordinate ascent", "4^10 space",
+         lambda: search_view_weights(comps, labels, start=start, strategy="coordinate", betas=(1.12, 0.02))),
+    ]
+    print(f"\n| search on {num_clouds:,} clouds x {num_classes} classes x 10 views (cached components) "
+          f"| candidates | time (s) |\n|---|---:|---:|")
+    for name, cands, fn in rows:
+        best = min(_seconds(fn) for _ in range(repeats))
+        print(f"| {name} | {cands} | {best:.2f} |")
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbones", nargs="+", default=["RN50-quickgelu", "ViT-B-16"])
@@ -254,15 +288,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile on a CPU)")
     ap.add_argument("--bf16", action="store_true", help="time bf16 even where the device emulates it")
     ap.add_argument("--cache-dir", default=None, help="pointcalip cache for converted runtimes (default: the usual)")
+    ap.add_argument("--searches-only", action="store_true", help="only time the searches (no encoder)")
     ap.add_argument("--projection-clouds", type=int, default=0,
                     help="also print scripts/bench_projection.py's realistic-projection rows for this many clouds")
     args = ap.parse_args(argv)
+    if args.searches_only:
+        search_table(repeats=args.repeats)
+        return
     device = resolve_device(args.device)
     peak = peak_matmul_flops(device)
     results = [bench_backbone(b, args, device, peak) for b in args.backbones]
     print_report(results, args, device, peak)
     if args.projection_clouds:
         projection_table(args.projection_clouds)
+    search_table(repeats=args.repeats)
 
 
 if __name__ == "__main__":

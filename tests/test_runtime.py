@@ -192,3 +192,24 @@ def test_cuda_runs_every_precision_from_pinned_memory(precision: str, tiny_resne
 def test_cuda_refuses_openvino(tiny_vit) -> None:
     with pytest.raises(ConfigError, match="CPU only"):
         load_encoder(*map(str, tiny_vit), device="cuda", runtime="openvino")
+
+
+def test_openvino_conversion_sends_no_telemetry_and_exits_promptly(tiny_resnet, tmp_path) -> None:
+    """OpenVINO's converter would report usage over HTTPS and, offline, hang the process at exit."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys; from pointcalip.encoders import load_encoder; "
+        f"e = load_encoder({str(tiny_resnet[0])!r}, {str(tiny_resnet[1])!r}, 'cpu', runtime='openvino'); "
+        "assert e.runtime == 'openvino'; "
+        "assert sys.modules.get('openvino_telemetry') is None, 'telemetry module was imported'"
+    )
+    env = {**os.environ, "POINTCALIP_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path / "home")}
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert time.monotonic() - t0 < 120
+    assert not (tmp_path / "home" / "intel").exists()  # no consent/ID files written either

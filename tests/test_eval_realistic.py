@@ -39,7 +39,7 @@ def _images(points: np.ndarray) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("method", ["pointclip", "calip"])
-def test_realistic_eval_matches_reference(method, small_modelnet, tiny_resnet, resnet_encoder, tmp_path) -> None:
+def test_realistic_eval_matches_reference(method, small_modelnet, tiny_resnet, tmp_path) -> None:
     out = tmp_path / method
     code = main(["eval", "--dataset", "modelnet40", "--data-root", str(small_modelnet), "--backbone",
                  str(tiny_resnet[0]), "--pretrained", str(tiny_resnet[1]), "--projection", "realistic",
@@ -53,7 +53,9 @@ def test_realistic_eval_matches_reference(method, small_modelnet, tiny_resnet, r
     assert pred["view_components"].shape == (b, 10, 3, k)
 
     points = test.points_of(np.arange(b))[:8]  # the first clouds are enough for the reference loops
-    enc = resnet_encoder
+    from pointcalip.encoders import load_encoder
+
+    enc = load_encoder(str(tiny_resnet[0]), str(tiny_resnet[1]), "cpu", runtime="torch")  # eager reference
     text = enc.encode_text(list(test.classes), [TEMPLATE]).double()
     with torch.no_grad():
         imgs = _images(points)
@@ -83,3 +85,26 @@ def test_eval_report_is_self_contained(small_modelnet, tiny_resnet, tmp_path) ->
     markup = re.sub(r"<script\b.*?</script>", "", html, flags=re.S)  # the embedded plotly.js has URL strings
     assert not re.search(r'(?:src|href)="https?://', markup) and "<script src" not in html
     assert "top-1" in html and "airplane" in html  # summary and per-class accuracy
+
+
+def test_fewshot_head_on_realistic_views(tmp_path, tiny_resnet) -> None:
+    """Few-shot heads train on PointCLIP V2's views (never released by V2) and their file rebuilds them."""
+    import json
+
+    from pointcalip.fewshot.config import FewShotConfig, validate
+    from pointcalip.fewshot.evaluate import load_head, projection_of
+    from pointcalip.fewshot.train import run_fewshot
+    from pointcalip.projection import get_projection
+
+    root = tmp_path / "mn"
+    write_modelnet40(root, train_per_class=3, test_per_class=1, seed=4)
+    cfg = validate(FewShotConfig(dataset="modelnet10", data_root=str(root), backbone=str(tiny_resnet[0]),
+                                 pretrained=str(tiny_resnet[1]), shots=1, epochs=2, warmup_epochs=0,
+                                 head="both", projection="realistic", output=str(tmp_path / "fs"), device="cpu",
+                                 runtime="torch", cache_features=True, val_per_class=1, progress=False))
+    results = run_fewshot(cfg)
+    head, meta = load_head(str(tmp_path / "fs" / "best.safetensors"))
+    assert meta["num_views"] == 10 and projection_of(meta) == get_projection("realistic")
+    pred = np.load(tmp_path / "fs" / "predictions.npz")
+    assert pred["view_components"].shape[1:3] == (10, 3)
+    assert json.loads((tmp_path / "fs" / "results.json").read_text())["metrics"]["top1"] == results["metrics"]["top1"]

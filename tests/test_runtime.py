@@ -42,7 +42,7 @@ def test_openvino_matches_eager_torch_for_any_batch(family: str, encoders) -> No
     eager, ov = encoders[family]
     assert ov.runtime == "openvino" and eager.runtime == "torch"
     for b in (3, 1, 5):  # dynamic batch: the engine's last batch is smaller
-        x = torch.rand(b, 3, 224, 224) * 2.5
+        x = torch.rand(b, 3, 224, 224, generator=torch.Generator().manual_seed(b)) * 2.5
         want, got = eager.encode_image_dense(x), ov.encode_image_dense(x)
         assert got.spatial.shape == want.spatial.shape == (b, 49, 32)
         if family == "vit":
@@ -51,13 +51,14 @@ def test_openvino_matches_eager_torch_for_any_batch(family: str, encoders) -> No
         else:
             # The tiny ResNet's attention pool is sharpened (q, k x8, positions x20), which
             # amplifies fp32 rounding: eager torch itself is ~1e-5 from float64 there. Each
-            # runtime must be as close to float64 as eager torch is (full-size RN50: ~1e-6,
-            # tests/test_full_size.py).
+            # runtime must be as close to float64 as eager torch is, up to a small factor for
+            # its other summation order (over 30 random batches the worst ratio was 2.1;
+            # full-size RN50: ~1e-6 of eager torch, tests/test_full_size.py).
             truth = copy.deepcopy(eager.tower).double()
             with torch.no_grad():
                 t64 = truth(x.double())
             err_eager = rel(eager._runner(x), t64)
-            assert rel(ov._runner(x), t64) <= max(1e-5, 2 * err_eager)
+            assert rel(ov._runner(x), t64) <= max(1e-5, 3 * err_eager)
             assert rel(got.global_raw, want.global_raw) <= 5e-5
 
 
@@ -156,17 +157,37 @@ def test_bf16_on_cpu_components_close_to_fp32(family: str, encoders, tiny_resnet
     assert 0 < err <= (8e-2 if family == "resnet" else 1.5e-2)  # it really ran in bf16, and stayed close
 
 
+_COMPILE_CHECK = """
+import sys, torch
+from pointcalip.encoders import load_encoder
+cfg, ckpt, cache = sys.argv[1:4]
+eager = load_encoder(cfg, ckpt, device="cpu", runtime="torch")
+comp = load_encoder(cfg, ckpt, device="cpu", runtime="compile", runtime_cache_dir=cache)
+assert comp.runtime == "compile", comp.runtime
+worst = 0.0
+for b in (3, 1):
+    x = torch.rand(b, 3, 224, 224)
+    for g, w in zip(comp.encode_image_dense(x), eager.encode_image_dense(x)):
+        worst = max(worst, float((g - w).abs().max() / w.abs().max()))
+print(worst)
+"""
+
+
 @pytest.mark.slow
 def test_compile_matches_eager_torch(tiny_vit, tmp_path) -> None:
-    """torch.compile (inductor) on the tiny ViT, dynamic batch; slow: inductor builds C++."""
-    cfg, ckpt = map(str, tiny_vit)
-    eager = load_encoder(cfg, ckpt, device="cpu", runtime="torch")
-    comp = load_encoder(cfg, ckpt, device="cpu", runtime="compile", runtime_cache_dir=tmp_path)
-    assert comp.runtime == "compile"
-    for b in (3, 1):
-        x = torch.rand(b, 3, 224, 224)
-        for g, w in zip(comp.encode_image_dense(x), eager.encode_image_dense(x)):
-            assert rel(g, w) <= 1e-5
+    """torch.compile (inductor) on the tiny ViT, dynamic batch; slow: inductor builds C++.
+
+    It runs in a fresh process, as a user's ``--runtime compile`` run does: inductor's
+    OpenMP-compiled kernels and OpenVINO's threading runtime (loaded by other tests of this
+    session) must not share one process.
+    """
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_CHECK, *map(str, tiny_vit), str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) <= 1e-5
     assert any(p.suffix == ".bin" for p in (tmp_path / "runtimes").iterdir())
 
 

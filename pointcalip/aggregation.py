@@ -358,7 +358,7 @@ def _grid_counts(
     while n_right < len(sv) and gb * len(vals[len(sv) - 1 - n_right]) <= _BITS:
         gb *= len(vals[len(sv) - 1 - n_right])
         n_right += 1
-    left, right = sv[: len(sv) - n_right], sv[len(sv) - n_right :]
+    left = sv[: len(sv) - n_right]  # the other (right) group is sv[len(sv) - n_right:]
     wa = _product(vals[: len(left)]).to(dev)  # (GA, |left|)
     wb = _product(vals[len(left) :]).to(dev)  # (GB, |right|)
     ga = wa.shape[0]

@@ -32,6 +32,7 @@ import numpy as np
 from pointcalip.attention import DEFAULT_ALPHA, DEFAULT_BETA2, DEFAULT_BETA3
 from pointcalip.clouds import UP_AXES, PreparedCloud, ReadLimits, prepare_cloud_info, read_raw
 from pointcalip.errors import ConfigError, PointCloudError
+from pointcalip._types import PathLike
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -44,7 +45,6 @@ __all__ = [
     "choose_orientation", "choose_orientation_naive", "to_candidates", "to_clouds", "up_axis_candidates",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 CloudInput = Union[PathLike, np.ndarray, "torch.Tensor", Sequence[Any]]
 
 #: ``auto`` tries every axis, ``auto3`` the three positive ones; the order breaks ties.

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from pointcalip import distributed
 from pointcalip.cache import ComponentCache, cache_key
 from pointcalip.config import EvalConfig
-from pointcalip.engine import ZeroShotEngine, engine_from_config
+from pointcalip.engine import engine_from_config
 
 COMPONENTS_VERSION = "components-v2"
 BLOCK_BATCHES = 64  # most batches per cached block

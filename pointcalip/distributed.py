@@ -120,6 +120,18 @@ def setup(device: str) -> Optional[DistContext]:
     return ctx
 
 
+def on_ranks(cfg: Any, run: Any) -> Any:
+    """``run(cfg)`` inside the process group of a ``torchrun`` launch (each rank with its own
+    ``cfg.device``), or plainly in a single process; the group is torn down afterwards."""
+    import dataclasses
+
+    ctx = setup(cfg.device)
+    try:
+        return run(dataclasses.replace(cfg, device=ctx.device) if ctx is not None else cfg)
+    finally:
+        teardown(ctx)
+
+
 def _exit_with_launcher() -> None:
     """Linux: get SIGTERM when the launcher (``torchrun``) dies, even by SIGKILL.
 

@@ -20,12 +20,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pointcalip.errors import ConfigError
-from pointcalip.runtime import (  # noqa: F401 - re-exported
-    PRECISIONS, RUNTIMES, DenseTower, build_runner, check_choice, resnet_tokens as _resnet_tokens,
-    visual_family as _visual_family, vit_tokens as _vit_tokens,
-)
-from pointcalip.weights import (  # noqa: F401 - re-exported
-    RANDOM, WeightsInfo, build_model, file_fingerprint, resolve_device, weights_fingerprint,
+from pointcalip.runtime import DenseTower, build_runner, check_choice
+from pointcalip.weights import (  # noqa: F401 - WeightsInfo, build_model, weights_fingerprint re-exported
+    WeightsInfo, build_model, resolve_device, weights_fingerprint,
 )
 
 log = logging.getLogger("pointcalip")

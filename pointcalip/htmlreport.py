@@ -25,12 +25,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from pointcalip.atomic import atomic_open
 from pointcalip.errors import ConfigError
+from pointcalip._types import PathLike
 
 __all__ = [
     "ReportItem",
@@ -47,7 +48,6 @@ __all__ = [
 
 log = logging.getLogger("pointcalip")
 
-PathLike = Union[str, "os.PathLike[str]"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 VIEW_PX = 112           # longest side of one view in the file (larger ones are downscaled, never upscaled)
 MAX_POINTS_3D = 2048    # points per interactive 3D view

@@ -12,18 +12,17 @@ encoder sees them (white background, nearer is darker).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import Sequence, Tuple
 
 import numpy as np
 
 from pointcalip.atomic import atomic_open
+from pointcalip._types import PathLike
 
 __all__ = ["RenderOutput", "contact_sheet", "render_cloud", "render_file", "shade_depth"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 MIN_BRIGHTNESS = 0.2
 _LABEL_HEIGHT = 16
 _PAD = 4

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import ClassVar, Tuple
+from typing import ClassVar
 
 import numpy as np
 import pytest

@@ -38,7 +38,7 @@ import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from pointcalip.cli.options import add_config_argument, add_model_arguments, dataset_choices, overrides_from_args
 from pointcalip.errors import ConfigError, PointCloudError

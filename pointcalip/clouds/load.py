@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Tuple
 
 import numpy as np
 
@@ -19,10 +19,10 @@ from pointcalip.clouds.files import DEFAULT_LIMITS, ReadLimits, check_regular_fi
 from pointcalip.clouds.prepare import PreparedCloud, check_num_points, check_up_axis, prepare_cloud_info
 from pointcalip.clouds.readers import HEADERLESS, READERS, SUPPORTED_EXTENSIONS
 from pointcalip.errors import ConfigError, UnsupportedFormatError
+from pointcalip._types import PathLike
 
 __all__ = ["load_point_cloud", "read_point_cloud", "read_raw", "load_prepared", "PathLike"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _limits(limits: ReadLimits | None) -> ReadLimits:

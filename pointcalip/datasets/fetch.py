@@ -33,11 +33,11 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence
 
 from pointcalip.errors import DatasetError, DownloadError
+from pointcalip._types import PathLike
 
-PathLike = Union[str, Path]
 Log = Callable[[str], None]
 
 CONNECT_TIMEOUT = 5.0  # seconds to connect (offline fails within seconds)

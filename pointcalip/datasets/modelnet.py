@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -30,8 +30,8 @@ from pointcalip.datasets.registry import (
     register_dataset,
 )
 from pointcalip.errors import DatasetError
+from pointcalip._types import PathLike
 
-PathLike = Union[str, Path]
 
 MODELNET40_DIR = "modelnet40_ply_hdf5_2048"
 SPLITS = ("train", "test")

@@ -16,14 +16,14 @@ import importlib
 import io
 import pickle
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npformat
 
 from pointcalip.errors import DatasetError
+from pointcalip._types import PathLike
 
-PathLike = Union[str, Path]
 
 # (module, name) pairs a pickle may reference. numpy 2 pickles name "numpy._core...",
 # numpy 1 pickles "numpy.core..."; both resolve to the same objects.

@@ -36,7 +36,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path, PurePosixPath
-from typing import Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -51,8 +51,8 @@ from pointcalip.datasets.registry import (
     register_dataset,
 )
 from pointcalip.errors import DatasetError, PointcalipError
+from pointcalip._types import PathLike
 
-PathLike = Union[str, Path]
 LOG = logging.getLogger("pointcalip")
 
 OBJAVERSE_LVIS_DIR = "objaverse_lvis"

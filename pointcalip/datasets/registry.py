@@ -12,9 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
-import numpy as np
 
 from pointcalip.datasets.base import PointCloudDataset
 from pointcalip.datasets.fetch import (
@@ -29,8 +28,9 @@ from pointcalip.datasets.fetch import (
     validate_folder,
 )
 from pointcalip.errors import ConfigError, DownloadError
+from pointcalip._types import PathLike
+from pointcalip.clouds.prepare import check_num_points  # noqa: F401 - the one check, re-exported
 
-PathLike = Union[str, Path]
 
 DEFAULT_ROOT = Path("data")
 DEFAULT_NUM_POINTS = 1024
@@ -173,13 +173,6 @@ def check_split(name: str, split: str) -> str:
     if key not in info.splits:
         raise ConfigError(f"unknown split {split!r} for {info.name}; valid: {', '.join(info.splits)}")
     return key
-
-
-def check_num_points(num_points: object) -> int:
-    """``num_points`` as a positive int, else :class:`ConfigError`."""
-    if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)) or num_points < 1:
-        raise ConfigError(f"num_points must be a positive integer, got {num_points!r}")
-    return int(num_points)
 
 
 def build_dataset(

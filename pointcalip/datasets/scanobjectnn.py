@@ -12,7 +12,7 @@ automatically: ``pointcalip download scanobjectnn --from-file h5_files.zip``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, NamedTuple, Optional, Union
+from typing import Mapping, NamedTuple, Optional
 
 from pointcalip.datasets.base import InMemoryDataset
 from pointcalip.datasets.fetch import ArchiveSpec
@@ -27,8 +27,8 @@ from pointcalip.datasets.registry import (
     resolve_variant,
 )
 from pointcalip.errors import DatasetError
+from pointcalip._types import PathLike
 
-PathLike = Union[str, Path]
 
 SCANOBJECTNN_DIR = "h5_files"
 SPLITS = ("train", "test")

@@ -219,13 +219,7 @@ def run_head_eval(cfg) -> Optional[Dict[str, Any]]:
     """
     from pointcalip import distributed
 
-    ctx = distributed.setup(cfg.device)
-    try:
-        if ctx is not None:
-            cfg = dataclasses.replace(cfg, device=ctx.device)
-        return _run_head_eval_ranked(cfg)
-    finally:
-        distributed.teardown(ctx)
+    return distributed.on_ranks(cfg, _run_head_eval_ranked)
 
 
 def _run_head_eval_ranked(cfg) -> Optional[Dict[str, Any]]:

@@ -15,7 +15,7 @@ import json
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -23,8 +23,8 @@ from pointcalip.datasets.modelnet import MODELNET40_CLASSES, MODELNET40_DIR, SPL
 from pointcalip.datasets.objaverse_lvis import OBJAVERSE_LVIS_DIR
 from pointcalip.datasets.scanobjectnn import SCANOBJECTNN_CLASSES, SCANOBJECTNN_DIR, SCANOBJECTNN_VARIANTS
 from pointcalip.testing.shapes import make_class_cloud
+from pointcalip._types import PathLike
 
-PathLike = Union[str, Path]
 
 # Foreign root used in the generated file lists, as in the real release.
 LIST_PREFIX = "data/modelnet40_ply_hdf5_2048"

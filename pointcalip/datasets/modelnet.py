@@ -27,6 +27,7 @@ from pointcalip.datasets.registry import (
     DatasetInfo,
     check_num_points,
     check_split,
+    find_dataset_dir,
     register_dataset,
 )
 from pointcalip.errors import DatasetError
@@ -121,11 +122,7 @@ def is_modelnet40_dir(folder: Path) -> bool:
 
 def find_modelnet40_dir(root: PathLike = DEFAULT_ROOT) -> Optional[Path]:
     """The ModelNet40 folder for ``root`` (data root or the folder itself), or None."""
-    root = Path(root)
-    for cand in (root / MODELNET40_DIR, root):
-        if is_modelnet40_dir(cand):
-            return cand
-    return None
+    return find_dataset_dir(root, MODELNET40_DIR, is_modelnet40_dir)
 
 
 def _split_files(folder: Path, split: str, dataset: str) -> list[Path]:

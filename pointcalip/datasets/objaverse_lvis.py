@@ -48,6 +48,7 @@ from pointcalip.datasets.registry import (
     DatasetInfo,
     check_num_points,
     check_split,
+    find_dataset_dir,
     register_dataset,
 )
 from pointcalip.errors import DatasetError, PointcalipError
@@ -90,11 +91,7 @@ def is_objaverse_lvis_dir(folder: Path) -> bool:
 
 def find_objaverse_lvis_dir(root: PathLike = DEFAULT_ROOT) -> Optional[Path]:
     """The dataset folder for ``root`` (``root/objaverse_lvis`` or ``root`` itself), or None."""
-    root = Path(root)
-    for cand in (root / OBJAVERSE_LVIS_DIR, root):
-        if is_objaverse_lvis_dir(cand):
-            return cand
-    return None
+    return find_dataset_dir(root, OBJAVERSE_LVIS_DIR, is_objaverse_lvis_dir)
 
 
 def _missing_error(root: Path, problem: str) -> DatasetError:

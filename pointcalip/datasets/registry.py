@@ -175,6 +175,15 @@ def check_split(name: str, split: str) -> str:
     return key
 
 
+def find_dataset_dir(root: PathLike, folder_name: str, is_dataset_dir: Callable[[Path], bool]) -> Optional[Path]:
+    """``root/folder_name`` or ``root`` itself when it is the dataset folder (by ``is_dataset_dir``), else None."""
+    root = Path(root)
+    for cand in (root / folder_name, root):
+        if cand.is_dir() and is_dataset_dir(cand):
+            return cand
+    return None
+
+
 def build_dataset(
     name: str,
     root: PathLike = DEFAULT_ROOT,

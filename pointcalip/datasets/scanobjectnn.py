@@ -23,6 +23,7 @@ from pointcalip.datasets.registry import (
     DatasetInfo,
     check_num_points,
     check_split,
+    find_dataset_dir,
     register_dataset,
     resolve_variant,
 )
@@ -96,11 +97,7 @@ def is_scanobjectnn_dir(folder: Path) -> bool:
 
 def find_scanobjectnn_dir(root: PathLike = DEFAULT_ROOT) -> Optional[Path]:
     """The ScanObjectNN ``h5_files`` folder for ``root`` (data root or the folder itself), or None."""
-    root = Path(root)
-    for cand in (root / SCANOBJECTNN_DIR, root):
-        if cand.is_dir() and is_scanobjectnn_dir(cand):
-            return cand
-    return None
+    return find_dataset_dir(root, SCANOBJECTNN_DIR, is_scanobjectnn_dir)
 
 
 class ScanObjectNN(InMemoryDataset):

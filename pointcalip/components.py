@@ -48,6 +48,7 @@ class EvalModel:
         self.cfg = cfg
         self.classes = list(classes)
         self._text: Optional[torch.Tensor] = None
+        self._selected: Optional[Dict[str, Any]] = None  # set by prompt selection
         self._sentences: Optional[List[List[str]]] = None
 
     @property
@@ -61,6 +62,8 @@ class EvalModel:
 
     def text_identity(self) -> Dict[str, Any]:
         """What decides the text features (for cache keys)."""
+        if self._selected is not None:
+            return self._selected
         if self.cfg.prompts:
             return {"prompts": hashlib.sha256(repr(self.sentences).encode()).hexdigest()[:16]}
         return {"templates": list(self.cfg.templates)}
@@ -79,7 +82,7 @@ class EvalModel:
     def set_text(self, text: torch.Tensor, identity: Dict[str, Any]) -> None:
         """Use selected text features ``(K, D)`` from now on (prompt selection)."""
         self._text = text
-        self.text_identity = lambda: identity  # type: ignore[method-assign]
+        self._selected = dict(identity)
 
 
 def components_key(cfg: EvalConfig, model: EvalModel, dataset: Any, split: str, indices: Optional[np.ndarray]) -> str:

@@ -63,3 +63,32 @@ def test_selection_finds_the_separating_sentence() -> None:
     assert sel.accuracy_before == 0.0
     assert sel.chosen == (-1, 1)
     assert sel.accuracy_after == 100.0
+
+
+def test_eval_with_a_prompt_file_and_selection_on_val(tmp_path, tiny_resnet, capsys) -> None:
+    from pointcalip.cli import main
+    from pointcalip.datasets import class_names
+    from pointcalip.testing.datasets import write_modelnet40
+
+    write_modelnet40(tmp_path / "mn", train_per_class=3, test_per_class=1, seed=8)
+    classes = class_names("modelnet40")
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({c: [f"a depth map of a {c}.", f"a {c}, seen from the side."] for c in classes}))
+    argv = ["eval", "--config", "pointclip_modelnet40", "--data-root", str(tmp_path / "mn"), "--backbone",
+            str(tiny_resnet[0]), "--pretrained", str(tiny_resnet[1]), "--device", "cpu", "--runtime", "torch",
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--prompts", str(prompts)]
+    assert main(argv + ["--output", str(tmp_path / "avg")]) == 0
+    assert main(argv + ["--prompt-select", "val", "--val-fraction", "0.34", "--output", str(tmp_path / "sel")]) == 0
+    res = json.loads((tmp_path / "sel" / "results.json").read_text())
+    chosen = res["prompts"]["chosen"]
+    assert set(chosen) == set(classes)
+    assert all(v == "mean of all sentences" or v in (f"a depth map of a {c}.", f"a {c}, seen from the side.")
+               for c, v in chosen.items())
+    assert res["prompts"]["val_accuracy_after"] >= res["prompts"]["val_accuracy_before"]
+    assert res["validation"]["num_samples"] == 40  # one held-out training cloud per class
+    # a file that misses a class is one line naming it
+    prompts.write_text(json.dumps({c: ["x {}."] for c in classes[1:]}))
+    capsys.readouterr()
+    assert main(argv + ["--output", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing 1 class(es): airplane" in err

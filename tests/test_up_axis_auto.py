@@ -66,7 +66,7 @@ class UprightStub:
         self.projection = get_projection("pointclip")
         self.calls = 0
 
-    def text_features(self, classes, templates) -> torch.Tensor:
+    def text_features(self, classes, templates, **cache_options) -> torch.Tensor:
         return torch.zeros(len(classes), 4)
 
     def components(self, points: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

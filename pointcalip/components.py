@@ -202,17 +202,6 @@ def encode_blocks(
     return [done[blk] for blk in blocks]
 
 
-def encode_rows(model: EvalModel, dataset: Any, rows: np.ndarray, batch_size: int, progress: bool,
-                desc: str) -> torch.Tensor:
-    """CPU components ``(len(rows), V, 3, K)`` of dataset rows (this process alone, no cache)."""
-    text = model.text
-    out = [model.engine.components(batch, text).cpu()
-           for batch in row_batches(dataset, rows, batch_size, progress, desc, model.cfg.workers, _pin(model))]
-    if not out:
-        return torch.zeros(0, model.engine.num_views, 3, text.shape[0])
-    return torch.cat(out)
-
-
 def _pin(model: EvalModel) -> bool:
     return model.engine.device.type == "cuda"
 

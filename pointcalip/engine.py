@@ -105,20 +105,6 @@ class ZeroShotEngine:
         """``forward_head(forward_features(points), text)``: ``(B, N, 3)`` -> ``(B, V, 3, K)``."""
         return self.forward_head(self.forward_features(points), text)
 
-    def components_of_array(
-        self,
-        points: np.ndarray,
-        text: torch.Tensor,
-        batch_size: int = 32,
-        progress: bool = True,
-        desc: str = "encoding",
-    ) -> torch.Tensor:
-        """Components of many clouds ``points: (B, N, 3)`` in batches -> CPU ``(B, V, 3, K)``."""
-        out = [self.components(batch, text).cpu() for batch in point_batches(points, batch_size, progress, desc)]
-        if not out:
-            return torch.zeros(0, self.num_views, 3, text.shape[0])
-        return torch.cat(out)
-
 
 def point_batches(
     points: np.ndarray, batch_size: int, progress: bool = False, desc: str = "encoding"

@@ -69,6 +69,26 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _close_progress_bars() -> None:
+    """Close every open progress bar so that the one-line message below starts its own line.
+
+    A signal can arrive after a bar has drawn itself but before the code that owns it can
+    close it (say, between ``tqdm(...)`` and its ``with``); the bar would then leave the
+    cursor at the end of its text and the message would be glued to it.
+    """
+    std = sys.modules.get("tqdm.std")
+    if std is None:
+        return
+    for bar in list(getattr(std.tqdm, "_instances", ())):
+        with contextlib.suppress(Exception):
+            bar.close()
+
+
+def _say(command: str, message: str) -> None:
+    _close_progress_bars()
+    print(f"pointcalip {command}: {message}", file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
@@ -77,20 +97,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with _sigterm_raises():
             return int(args._run(args) or 0)
     except PointcalipError as exc:
-        print(f"pointcalip {args.command}: error: {exc}", file=sys.stderr)
+        _say(args.command, f"error: {exc}")
         return 2
     except OSError as exc:
         if exc.errno not in _DISK_ERRNOS:
             raise
         where = f" writing {exc.filename}" if exc.filename else ""
-        print(f"pointcalip {args.command}: error: {exc.strerror or exc}{where}; free some space (or raise the "
-              f"file-size limit) and run the command again: nothing partial was kept", file=sys.stderr)
+        _say(args.command, f"error: {exc.strerror or exc}{where}; free some space (or raise the file-size limit) "
+                           f"and run the command again: nothing partial was kept")
         return 2
     except KeyboardInterrupt:
-        print(f"pointcalip {args.command}: interrupted (Ctrl-C); nothing half-written was left behind", file=sys.stderr)
+        _say(args.command, "interrupted (Ctrl-C); nothing half-written was left behind")
         return 130
     except Terminated:
-        print(f"pointcalip {args.command}: terminated (SIGTERM); nothing half-written was left behind", file=sys.stderr)
+        _say(args.command, "terminated (SIGTERM); nothing half-written was left behind")
         return 143
 
 

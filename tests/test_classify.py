@@ -16,7 +16,7 @@ import torch
 
 from pointcalip.aggregation import logits_from_components
 from pointcalip.api import Prediction, ZeroShotClassifier
-from pointcalip.cli.classify import _small_views
+from pointcalip.cli.classify_report import small_views
 from pointcalip.clouds import prepare_cloud, prepare_cloud_info, read_point_cloud
 from pointcalip.htmlreport import views_png
 from PIL import Image
@@ -377,7 +377,7 @@ def test_report_shows_views_topk_axis_and_errors(tiny_resnet, bad_files, tmp_pat
     def sheet(up_axis: str) -> np.ndarray:
         points = prepare_cloud_info(np.load(SAMPLES / "lamp.npy"), 1024, up_axis=up_axis).points
         views = get_preset("pointclip").preview(torch.from_numpy(points[None]))[0].numpy()
-        with Image.open(io.BytesIO(views_png(_small_views(views))[0])) as im:
+        with Image.open(io.BytesIO(views_png(small_views(views))[0])) as im:
             return np.asarray(im.convert("L"))
 
     with Image.open(io.BytesIO(base64.b64decode(images[1]["src"].split(",", 1)[1]))) as im:

@@ -17,7 +17,7 @@ import pytest
 
 from pointcalip.api import ZeroShotClassifier
 from pointcalip.cli import main
-from pointcalip.cli.classify import truncate_to_complete_lines
+from pointcalip.cli.classify_rows import truncate_to_complete_lines
 from pointcalip.clouds.pool import CRASH_HOOK, HANG_HOOK
 
 from pointcalip.testing import write_tiny_clip

@@ -20,28 +20,29 @@ How a run streams (memory does not grow with the number of inputs):
   ``OUT.jsonl.part-RANK-of-WORLD`` (rows carry their input index) and rank 0 merges the parts
   into OUT.jsonl in input order, atomically.
 
-This module must stay light at import time (no torch, no open_clip): reader workers import it
-to unpickle their task.
+Modules: this one (arguments, vocabulary, the batching :class:`Runner`), ``classify_inputs``
+(input stream and the reader task; light at import time, reader workers unpickle it),
+``classify_rows`` (rows, sinks, resume, merge), ``classify_report`` (what ``--report`` keeps).
 """
 
 from __future__ import annotations
 
 import argparse
-import array
-import glob
-import heapq
-import io
-import json
 import logging
 import os
 import sys
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from pointcalip.cli.classify_inputs import Item, count_manifest, expand_inputs, iter_inputs, open_manifest, read_candidates
+from pointcalip.cli.classify_report import REPORT_MAX_ITEMS, ReportRows, small_views
+from pointcalip.cli.classify_rows import (
+    JsonArraySink, JsonlSink, Row, Sink, TableSink, done_rows, merge_parts, part_path, seed_part_from_output, skip_done,
+    truncate_to_complete_lines)
 from pointcalip.cli.options import add_config_argument, add_model_arguments, dataset_choices, overrides_from_args
-from pointcalip.errors import ConfigError, PointCloudError
+from pointcalip.errors import ConfigError
 
 HELP = "classify point-cloud files zero-shot over any class names (top-k with probabilities)"
 
@@ -50,10 +51,7 @@ MODEL_OVERRIDES = ("backbone", "pretrained", "method", "beta2", "beta3", "alpha"
                    "precision")
 UP_AXIS_CHOICES = ("y", "z", "x", "-y", "-z", "-x", "auto", "auto3")  # = pointcalip.api.UP_AXIS_CHOICES
 DEFAULT_READ_TIMEOUT = 30.0
-REPORT_MAX_ITEMS = 1000  # cards with pictures kept in memory for --report (the rest: 8 bytes a row)
-REPORT_VIEW_PX = 112  # views are kept at this size for the report (what it shows)
 _PENDING_FACTOR = 4  # a batch is encoded early when this many batch sizes of rows wait behind it
-_GLOB_CHARS = "*?["
 _log = logging.getLogger("pointcalip")
 
 
@@ -147,382 +145,6 @@ def vocabulary(args: argparse.Namespace, default_dataset: str) -> List[str]:
     return class_names(args.dataset_classes or default_dataset)
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-class Item(NamedTuple):
-    """One input: its position in the whole input sequence, its path, an error known before reading."""
-
-    index: int
-    path: str
-    error: Optional[str] = None
-
-
-@dataclass
-class Row:
-    """One input's result: ``topk`` ``[(label, prob)]`` or an ``error`` line."""
-
-    path: str
-    n_points: Optional[int] = None
-    topk: List[Tuple[str, float]] = field(default_factory=list)
-    error: Optional[str] = None
-    up_axis: Optional[str] = None
-    outliers: Optional[int] = None
-    index: int = -1
-
-    def to_dict(self, up_axis: bool = False, outliers: bool = False, index: bool = False) -> Dict[str, Any]:
-        """The JSON row ``{"path", "topk": [{"label", "prob"}], "n_points", "error"}`` (+ the asked extras)."""
-        out: Dict[str, Any] = {"path": self.path, "topk": [{"label": lab, "prob": p} for lab, p in self.topk],
-                               "n_points": self.n_points, "error": self.error}
-        if up_axis:
-            out["up_axis"] = self.up_axis
-        if outliers:
-            out["outliers"] = self.outliers
-        if index:
-            out["index"] = self.index
-        return out
-
-
-def _folder_files(folder: Path, recursive: bool) -> List[Path]:
-    """Supported point-cloud files of ``folder``, sorted (hidden files skipped)."""
-    from pointcalip.clouds import SUPPORTED_EXTENSIONS
-
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(f for f in found if f.is_file() and not f.name.startswith(".")
-                  and f.suffix.lower() in SUPPORTED_EXTENSIONS)
-
-
-def expand_inputs(paths: Sequence[str], recursive: bool = False) -> List[Row]:
-    """One :class:`Row` per file to classify; patterns or folders with nothing usable get an error row."""
-    from pointcalip.clouds import SUPPORTED_EXTENSIONS
-
-    rows: List[Row] = []
-    for arg in paths:
-        p = Path(arg)
-        if p.is_dir():
-            files = _folder_files(p, recursive)
-            if not files:
-                rows.append(Row(arg, error=f"{arg}: folder has no point-cloud files "
-                                           f"({' '.join(SUPPORTED_EXTENSIONS)}){'' if recursive else '; try --recursive'}"))
-            rows.extend(Row(str(f)) for f in files)
-        elif not p.exists() and any(ch in arg for ch in _GLOB_CHARS):
-            matches = sorted(glob.glob(arg, recursive=True))
-            if not matches:
-                rows.append(Row(arg, error=f"{arg}: no file matches this pattern; check the path"))
-            for m in matches:
-                rows.extend(expand_inputs([m], recursive) if Path(m).is_dir() else [Row(m)])
-        else:
-            rows.append(Row(arg))  # missing or unsupported files are reported when loading
-    return rows
-
-
-def _open_manifest(path: str) -> TextIO:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{path}: manifest not found; give a text file with one point-cloud path per line")
-    return open(file, "r", encoding="utf-8-sig", errors="surrogateescape", newline=None)
-
-
-def manifest_paths(path: str) -> Iterator[str]:
-    """The paths of a manifest, one per line, lazily (blank lines and ``#`` comments skipped)."""
-    with _open_manifest(path) as f:
-        for line in f:
-            text = line.strip()
-            if text and not text.startswith("#"):
-                yield text
-
-
-def count_manifest(path: str) -> int:
-    """Number of paths in a manifest (one streaming pass, constant memory)."""
-    return sum(1 for _ in manifest_paths(path))
-
-
-def iter_inputs(paths: Sequence[str], manifests: Sequence[str], recursive: bool = False) -> Iterator[Item]:
-    """Every input in order: the positional PATHs (expanded), then each manifest's lines."""
-    index = 0
-    for row in expand_inputs(paths, recursive):
-        yield Item(index, row.path, row.error)
-        index += 1
-    for manifest in manifests:
-        for path in manifest_paths(manifest):
-            yield Item(index, path)
-            index += 1
-
-
-# ---------------------------------------------------------------------- reader task
-
-
-def read_candidates(item: Item, num_points: int, axes: Tuple[str, ...], robust: bool, limits: Any) -> Tuple[Any, ...]:
-    """Reader-pool task: read ``item`` once, prepare it under each of ``axes`` -> ``PreparedCloud`` per axis.
-
-    Runs in a worker process; an input that already carries an error raises it, so it comes
-    back as that input's error row like any other failure.
-    """
-    if item.error is not None:
-        raise PointCloudError(item.error)
-    from pointcalip.clouds import check_up_axis, prepare_cloud_info, read_raw
-
-    source = str(Path(item.path).expanduser())
-    raw = read_raw(item.path, num_points, limits)
-    return tuple(prepare_cloud_info(raw, num_points, True, source, up_axis=check_up_axis(a), robust=robust)
-                 for a in axes)
-
-
-# --------------------------------------------------------------------------- output
-
-
-def format_row(r: Row, width: int = 5) -> str:
-    """Table lines of one row: path, points, up axis (and outliers), then the ranked classes."""
-    if r.error is not None:
-        return f"error: {r.error}"  # the message names the file
-    extra = f", up {r.up_axis}" if r.up_axis is not None else ""
-    if r.outliers:
-        extra += f", {r.outliers} outliers dropped"
-    lines = [f"{r.path} ({r.n_points} points{extra})"]
-    lines.extend(f"  {i}. {lab:<{width}}  {p:7.2%}" for i, (lab, p) in enumerate(r.topk, start=1))
-    return "\n".join(lines)
-
-
-def format_table(rows: Sequence[Row]) -> str:
-    """Human-readable results: per input its path, point count and ranked classes."""
-    width = max([len(lab) for r in rows for lab, _ in r.topk] + [5])
-    return "\n".join(format_row(r, width) for r in rows)
-
-
-class Sink:
-    """Where finished rows go (in input order)."""
-
-    def write(self, rows: Sequence[Row]) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-class JsonlSink(Sink):
-    """One JSON line per row, appended and flushed after every batch (a kill loses at most a line)."""
-
-    def __init__(self, path: Path, append: bool, keys: Dict[str, bool]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "a" if append else "w", encoding="utf-8")
-        self.keys = keys
-
-    def write(self, rows: Sequence[Row]) -> None:
-        if rows:
-            self.file.write("".join(json.dumps(r.to_dict(**self.keys)) + "\n" for r in rows))
-            self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class JsonArraySink(Sink):
-    """A JSON array on ``stream``: ``[`` at once, each element when done, ``]`` at the end."""
-
-    def __init__(self, stream: TextIO, keys: Dict[str, bool]) -> None:
-        self.stream, self.keys, self.first = stream, keys, True
-        stream.write("[")
-        stream.flush()
-
-    def write(self, rows: Sequence[Row]) -> None:
-        for r in rows:
-            self.stream.write(("\n  " if self.first else ",\n  ") + json.dumps(r.to_dict(**self.keys)))
-            self.first = False
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\n]\n" if not self.first else "]\n")
-        self.stream.flush()
-
-
-class TableSink(Sink):
-    def __init__(self, stream: TextIO, width: int) -> None:
-        self.stream, self.width = stream, width
-
-    def write(self, rows: Sequence[Row]) -> None:
-        for r in rows:
-            self.stream.write(format_row(r, self.width) + "\n")
-        self.stream.flush()
-
-
-# ---------------------------------------------------------------------- resume
-
-
-def truncate_to_complete_lines(path: Path) -> int:
-    """Cut ``path`` after its last newline (a line cut short by a kill); returns the complete lines."""
-    lines, keep, pos = 0, 0, 0
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(1 << 20)
-            if not chunk:
-                break
-            n = chunk.count(b"\n")
-            if n:
-                lines += n
-                keep = pos + chunk.rindex(b"\n") + 1
-            pos += len(chunk)
-    if keep != pos:
-        _log.warning("%s: dropping a last line cut short (%d bytes); it is redone", path, pos - keep)
-        with open(path, "r+b") as f:
-            f.truncate(keep)
-    return lines
-
-
-def _done_rows(path: Path, count: int) -> Iterator[Dict[str, Any]]:
-    """The first ``count`` JSON rows of ``path``, lazily."""
-    with open(path, "r", encoding="utf-8") as f:
-        for number in range(1, count + 1):
-            line = f.readline()
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise ConfigError(f"{path}: line {number} is not a JSON row; it is not a classify output: "
-                                  f"use another --output or drop --resume") from None
-            if not isinstance(row, dict) or "path" not in row:
-                raise ConfigError(f"{path}: line {number} is not a classify row; use another --output or drop --resume")
-            yield row
-
-
-def skip_done(items: Iterator[Item], path: Path, done: int, check_index: bool) -> int:
-    """Consume from ``items`` the ``done`` inputs already in ``path``, checking that they match.
-
-    The rows of an output are a prefix of the inputs (rows are written in input order), so
-    checking path by path (and index by index in part files) needs no memory.
-    """
-    for n, row in enumerate(_done_rows(path, done), start=1):
-        item = next(items, None)
-        if item is None:
-            raise ConfigError(f"{path} has more rows ({done}) than there are inputs; it belongs to another "
-                              f"input list: use another --output or drop --resume")
-        if row["path"] != item.path or (check_index and row.get("index") != item.index):
-            raise ConfigError(f"{path}: row {n} is {row['path']!r} but input {item.index + 1} is {item.path!r}; "
-                              f"the file belongs to another input list: use another --output or drop --resume")
-    return done
-
-
-def part_path(out: Path, rank: int, world: int) -> Path:
-    """``OUT.jsonl.part-RANK-of-WORLD``: one rank's rows under ``torchrun``."""
-    return out.with_name(f"{out.name}.part-{rank}-of-{world}")
-
-
-def _seed_part_from_output(out: Path, part: Path, rank: int, world: int) -> None:
-    """Resume under ``torchrun`` after a finished merge: this rank's rows of OUT.jsonl become its part file."""
-    done = truncate_to_complete_lines(out)
-    with open(part, "w", encoding="utf-8") as f:
-        for i, row in enumerate(_done_rows(out, done)):
-            if i % world == rank:
-                row["index"] = i
-                f.write(json.dumps(row) + "\n")
-
-
-def merge_parts(out: Path, world: int) -> Tuple[int, int]:
-    """Merge the ``world`` part files into ``out`` in input order (atomically), then delete them.
-
-    Returns:
-        ``(rows, failed)``.
-    """
-    from pointcalip.atomic import atomic_open
-
-    parts = [part_path(out, r, world) for r in range(world)]
-    files = [open(p, "r", encoding="utf-8") if p.exists() else io.StringIO("") for p in parts]
-
-    def keyed(f: TextIO) -> Iterator[Tuple[int, Dict[str, Any]]]:
-        for line in f:
-            row = json.loads(line)
-            yield int(row.pop("index")), row
-
-    rows = failed = 0
-    try:
-        with atomic_open(out, "w") as dst:
-            for _, row in heapq.merge(*(keyed(f) for f in files), key=lambda t: t[0]):
-                dst.write(json.dumps(row) + "\n")
-                rows += 1
-                failed += row.get("error") is not None
-    finally:
-        for f in files:
-            f.close()
-    for p in parts:
-        p.unlink(missing_ok=True)
-    return rows, failed
-
-
-# ---------------------------------------------------------------------- report
-
-
-class ReportRows:
-    """The report's items: full cards (views, points) for the first ``max_items`` inputs, and
-    8 bytes per later input (top-1 label and probability), plus path and message of later
-    failures; a read-only sequence of :class:`~pointcalip.htmlreport.ReportItem`."""
-
-    def __init__(self, max_items: int, classes: Sequence[str]) -> None:
-        self.max_items, self.classes = max_items, list(classes)
-        self.head: List[Any] = []
-        self.tail_label = array.array("i")
-        self.tail_prob = array.array("f")
-        self.tail_errors: Dict[int, Tuple[str, str]] = {}
-
-    def add(self, row: Row, views: Any, points: Any) -> None:
-        from pointcalip.htmlreport import ReportItem
-
-        if len(self.head) < self.max_items:
-            extra = {"points": f"{row.n_points:,}"} if row.n_points is not None else {}
-            if row.outliers:
-                extra["outliers dropped"] = f"{row.outliers:,}"
-            self.head.append(ReportItem(row.path, views=views, points=points, topk=row.topk,
-                                        up_axis=row.up_axis if row.error is None else None, error=row.error,
-                                        extra=extra))
-            return
-        if row.error is not None:
-            self.tail_errors[len(self.tail_label)] = (row.path, row.error)
-            self.tail_label.append(-1)
-            self.tail_prob.append(0.0)
-        else:
-            self.tail_label.append(self.classes.index(row.topk[0][0]))
-            self.tail_prob.append(row.topk[0][1])
-
-    def wants_pictures(self) -> bool:
-        return len(self.head) < self.max_items
-
-    def __len__(self) -> int:
-        return len(self.head) + len(self.tail_label)
-
-    def _tail(self, i: int) -> Any:
-        from pointcalip.htmlreport import ReportItem
-
-        if i in self.tail_errors:
-            path, error = self.tail_errors[i]
-            return ReportItem(path, error=error)
-        return ReportItem("", topk=((self.classes[self.tail_label[i]], min(1.0, float(self.tail_prob[i]))),))
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, slice):
-            return [self[i] for i in range(*key.indices(len(self)))]
-        if key < 0:
-            key += len(self)
-        if not 0 <= key < len(self):
-            raise IndexError(key)
-        return self.head[key] if key < len(self.head) else self._tail(key - len(self.head))
-
-    def __iter__(self) -> Iterator[Any]:
-        yield from self.head
-        for i in range(len(self.tail_label)):
-            yield self._tail(i)
-
-
-def _small_views(views: Any, px: int = REPORT_VIEW_PX) -> Any:
-    """``(V, H, W)`` in ``[0, 1]`` -> ``uint8 (V, h, w)`` with ``max(h, w) <= px`` (what the report shows)."""
-    import numpy as np
-    from PIL import Image
-
-    grey = np.round(np.clip(np.asarray(views, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
-    v, h, w = grey.shape
-    if max(h, w) <= px:
-        return grey
-    scale = px / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.stack([np.asarray(Image.fromarray(g).resize(size, Image.Resampling.LANCZOS)) for g in grey])
-
-
 # --------------------------------------------------------------------------- run
 
 
@@ -602,7 +224,7 @@ class Runner:
             views = points = None
             if self.report.wants_pictures() and p.prepared is not None and p.row.error is None:
                 points = p.prepared[self.axes.index(p.row.up_axis)].points
-                views = _small_views(projection.preview(torch.from_numpy(points[None]))[0].cpu().numpy())
+                views = small_views(projection.preview(torch.from_numpy(points[None]))[0].cpu().numpy())
             self.report.add(p.row, views, points)
 
 
@@ -635,7 +257,7 @@ def _check_args(args: argparse.Namespace, world: int) -> None:
         raise ConfigError("--report is not available under torchrun; run the report on one process "
                           "(e.g. on a manifest of the files you want to look at)")
     for manifest in args.manifest or ():
-        _open_manifest(manifest).close()
+        open_manifest(manifest).close()
 
 
 def _build_classifier(args: argparse.Namespace, device: Optional[str] = None) -> Tuple[Any, List[str]]:
@@ -684,7 +306,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: Optional[str])
     done = 0
     if args.resume and target is not None:
         if world > 1 and not target.exists() and out.exists():
-            _seed_part_from_output(out, target, rank, world)
+            seed_part_from_output(out, target, rank, world)
         if target.exists():
             done = skip_done(items, target, truncate_to_complete_lines(target), check_index=world > 1)
             _log.info("%s: %d rows already done; resuming", target, done)
@@ -719,6 +341,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: Optional[str])
                 runner.add(fed.popleft(), outcome.value, outcome.error)
         runner.flush()
     except BaseException:
+        bar.close()  # the note below starts its own line
         if target is not None:
             print(f"pointcalip classify: the {runner.rows} finished rows are in {target}; run the same command "
                   f"with --resume to continue", file=sys.stderr)
@@ -737,7 +360,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: Optional[str])
         rows, failed = merge_parts(out, world)
         distributed.barrier()
     elif done:
-        failed = sum(row.get("error") is not None for row in _done_rows(target, rows))
+        failed = sum(row.get("error") is not None for row in done_rows(target, rows))
     if report is not None:
         from pointcalip.htmlreport import write_classify_report
 

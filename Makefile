@@ -34,12 +34,8 @@ $(STAMP): setup.py
 
 install: system-deps $(STAMP)
 
-# The runtime tests (OpenVINO, torch.compile) run in their own pytest process: after the rest
-# of the suite has loaded many OpenVINO models in one process, they crashed it (SIGSEGV) twice
-# on this CPU; alone they pass. See the closing note of this change.
 test: install
-	$(PY) -m pytest -q --ignore=tests/test_runtime.py
-	$(PY) -m pytest -q tests/test_runtime.py
+	$(PY) -m pytest -q
 
 eval: install
 	test -d data/modelnet40_ply_hdf5_2048 || $(VENV)/bin/pointcalip download modelnet40 --root data

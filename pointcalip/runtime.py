@@ -14,6 +14,7 @@ reproduce eager torch is deleted and rebuilt.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import logging
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -276,14 +277,66 @@ class CompileRunner:
             return self.fn(x).float()
 
 
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+_SS_DISABLE = 2  # Linux
+
+
+def _libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - no libc to talk to
+        return None
+
+
+@contextlib.contextmanager
+def keep_signal_stack() -> Iterator[None]:
+    """Leave the calling thread's alternate signal stack as the block found it (Linux).
+
+    OpenVINO's CPU plugin installs an alternate signal stack of its own on the thread that
+    creates it and, when it is destroyed, puts back the one it found then. Two plugins
+    destroyed in another order than they were created leave the thread pointing at freed
+    memory, and the next signal that thread takes (a child process exiting, Ctrl-C) kills the
+    process with SIGSEGV (docs/method.md §3). Creating and releasing every OpenVINO object
+    inside this block keeps the thread's own stack (Python's faulthandler's, or none) in place.
+    """
+    libc = _libc()
+    saved = _StackT()
+    if libc is None or libc.sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        if saved.ss_flags & _SS_DISABLE:
+            saved.ss_flags, saved.ss_sp, saved.ss_size = _SS_DISABLE, None, 0
+        else:
+            saved.ss_flags = 0  # SS_ONSTACK is reported, never set
+        libc.sigaltstack(ctypes.byref(saved), None)
+
+
 class OpenVINORunner:
     """OpenVINO on the CPU, fp32 inference precision, dynamic batch.
 
     The converted model (``model.xml`` + ``model.bin``, uncompressed fp32 weights) lives in
-    the cache folder; conversion is paid once per weights/architecture/version.
+    the cache folder; conversion is paid once per weights/architecture/version. OpenVINO
+    objects are created and released under :func:`keep_signal_stack`.
     """
 
     def __init__(self, tower: DenseTower, image_size: int, folder: Path) -> None:
+        self.core = self.compiled = None
+        with keep_signal_stack():
+            self._load(tower, image_size, folder)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception), keep_signal_stack():
+            self.compiled = self.core = None
+
+    def _load(self, tower: DenseTower, image_size: int, folder: Path) -> None:
         try:
             ov = import_openvino()
         except ImportError as exc:
@@ -313,6 +366,7 @@ class OpenVINORunner:
             if not diff <= CHECK_TOLERANCE:
                 raise _RuntimeUnavailable(f"the converted model differs from eager torch by {diff:.1e}")
             self._save(model, folder)
+            del model
 
     def _convert(self, tower: DenseTower, image_size: int):
         ov = self._ov

@@ -157,6 +157,55 @@ def test_bf16_on_cpu_components_close_to_fp32(family: str, encoders, tiny_resnet
     assert 0 < err <= (8e-2 if family == "resnet" else 1.5e-2)  # it really ran in bf16, and stayed close
 
 
+_TWO_RUNNERS = """
+import gc, os, signal, subprocess, sys
+from pointcalip.encoders import load_encoder
+cfg, ckpt, cache = sys.argv[1:4]
+a = load_encoder(cfg, ckpt, device="cpu", runtime="openvino", runtime_cache_dir=cache)
+b = load_encoder(cfg, ckpt, device="cpu", runtime="openvino", runtime_cache_dir=cache)
+assert a.runtime == b.runtime == "openvino"
+del a  # released in the order they were made, not the reverse
+gc.collect()
+del b
+gc.collect()
+subprocess.run([sys.executable, "-c", "pass"], check=True)  # SIGCHLD
+signal.signal(signal.SIGUSR1, lambda *_: None)
+os.kill(os.getpid(), signal.SIGUSR1)
+print("survived")
+"""
+
+
+def test_openvino_runners_released_in_any_order_leave_signals_working(tiny_vit, tmp_path) -> None:
+    """OpenVINO's CPU plugin swaps the thread's alternate signal stack and puts back, when
+    destroyed, the one it found: released in creation order, two of them used to leave freed
+    memory there, and the next signal (a child exiting) killed the process with SIGSEGV."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _TWO_RUNNERS, *map(str, tiny_vit), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("survived"), (proc.returncode, proc.stderr[-2000:])
+
+
+def test_loading_an_openvino_runner_keeps_this_threads_signal_stack(tiny_vit, tmp_path) -> None:
+    import ctypes
+
+    from pointcalip.runtime import _StackT
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def current() -> tuple:
+        ss = _StackT()
+        assert libc.sigaltstack(None, ctypes.byref(ss)) == 0
+        return ss.ss_sp, ss.ss_size, ss.ss_flags
+
+    before = current()
+    enc = load_encoder(*map(str, tiny_vit), device="cpu", runtime="openvino", runtime_cache_dir=tmp_path)
+    assert enc.runtime == "openvino" and current() == before
+    del enc
+    assert current() == before
+
+
 _COMPILE_CHECK = """
 import sys, torch
 from pointcalip.encoders import load_encoder

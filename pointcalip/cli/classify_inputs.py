@@ -81,10 +81,9 @@ def count_manifest(path: str) -> int:
 
 def iter_inputs(paths: Sequence[str], manifests: Sequence[str], recursive: bool = False) -> Iterator[Item]:
     """Every input in order: the positional PATHs (expanded), then each manifest's lines."""
-    index = 0
-    for item in expand_inputs(paths, recursive):
-        yield item
-        index += 1
+    items = expand_inputs(paths, recursive)
+    yield from items
+    index = len(items)
     for manifest in manifests:
         for path in manifest_paths(manifest):
             yield Item(index, path)

@@ -57,12 +57,6 @@ def format_row(r: Row, width: int = 5) -> str:
     return "\n".join(lines)
 
 
-def format_table(rows: Sequence[Row]) -> str:
-    """Human-readable results: per input its path, point count and ranked classes."""
-    width = max([len(lab) for r in rows for lab, _ in r.topk] + [5])
-    return "\n".join(format_row(r, width) for r in rows)
-
-
 class Sink:
     """Where finished rows go (in input order)."""
 

@@ -347,7 +347,6 @@ class OpenVINORunner:
         x = _check_image(image_size)
         with torch.no_grad():
             want = tower(x).float()
-        self.compiled = None
         if (folder / "model.xml").is_file():
             try:
                 self.compiled = self._compile(self.core.read_model(str(folder / "model.xml")))
@@ -366,7 +365,6 @@ class OpenVINORunner:
             if not diff <= CHECK_TOLERANCE:
                 raise _RuntimeUnavailable(f"the converted model differs from eager torch by {diff:.1e}")
             self._save(model, folder)
-            del model
 
     def _convert(self, tower: DenseTower, image_size: int):
         ov = self._ov

@@ -77,18 +77,31 @@ def test_order_and_lazy_bounded_input(pool: ReaderPool, files: list[Path]) -> No
     assert seen == 40
 
 
-def test_stopping_early_and_close_leave_no_processes(files: list[Path]) -> None:
+def test_stopping_early_and_close_leave_no_processes(files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    spawned = []
+    spawn = ReaderPool._spawn
+
+    def recording_spawn(self: ReaderPool):
+        worker = spawn(self)
+        spawned.append(worker.process)
+        return worker
+
+    monkeypatch.setattr(ReaderPool, "_spawn", recording_spawn)
     with ReaderPool(2, None, TASK) as p:
         for outcome in p.imap(files * 3):
             assert outcome.error is None
+            busy = [w.process for w in p._pool if w.index is not None]
             break
-        processes = [w.process for w in p._pool]
+        # the worker that read item 0 was handed the next item before the yield, so at least one
+        # worker was abandoned mid-item; whether its sibling had started by then is a race.
+        assert busy and all(not proc.is_alive() for proc in busy)  # abandoned workers are killed
+        assert not any(w.process in busy for w in p._pool)
         assert list(p.imap(files[:2]))[1].index == 1  # usable again after an abandoned imap
-        processes += [w.process for w in p._pool]
-    assert p._pool == [] and len(processes) > 2
-    assert all(not proc.is_alive() and proc.exitcode is not None for proc in processes)  # reaped
+        assert len(p._pool) == 2 and len(spawned) >= 3  # the abandoned ones were replaced
+    assert p._pool == []
+    assert all(not proc.is_alive() and proc.exitcode is not None for proc in spawned)  # reaped
     pids = {c.pid for c in multiprocessing.active_children()}
-    assert not pids & {proc.pid for proc in processes}
+    assert not pids & {proc.pid for proc in spawned}
 
 
 def test_in_process_mode(files: list[Path], tmp_path: Path) -> None:

@@ -24,7 +24,6 @@ from pointcalip._types import PathLike
 __all__ = ["load_point_cloud", "read_point_cloud", "read_raw", "load_prepared", "PathLike"]
 
 
-
 def _limits(limits: ReadLimits | None) -> ReadLimits:
     if limits is None:
         return DEFAULT_LIMITS

@@ -33,7 +33,6 @@ from pointcalip.datasets.registry import (
 from pointcalip.errors import DatasetError
 from pointcalip._types import PathLike
 
-
 MODELNET40_DIR = "modelnet40_ply_hdf5_2048"
 SPLITS = ("train", "test")
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
-
 from pointcalip.datasets.base import PointCloudDataset
 from pointcalip.datasets.fetch import (
     CONNECT_TIMEOUT,
